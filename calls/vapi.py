@@ -1,0 +1,201 @@
+"""The one way this service talks to Vapi.
+
+Contract: each method returns a `VapiReply` (status and decoded JSON object) on a 2xx, or raises
+one `VapiError`. Nothing is
+retried here: every create-call attempt may be billed.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import httpx
+import jwt
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+try:
+    USER_AGENT = f"vapi-proxy/{version('vapi-proxy')}"
+except PackageNotFoundError:  # running from a checkout that was never installed
+    USER_AGENT = "vapi-proxy"
+
+
+class VapiError(Exception):
+    """Vapi could not be asked, or answered with an error."""
+
+
+class VapiNotConfigured(VapiError):
+    pass
+
+
+class VapiUnreachable(VapiError):
+    pass
+
+
+class VapiTimeout(VapiError):
+    pass
+
+
+class VapiInvalidResponse(VapiError):
+    def __init__(self, message: str, *, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class VapiResponseError(VapiError):
+    def __init__(self, status: int, message: str, *, retry_after: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class VapiReply:
+    status: int
+    data: dict
+
+
+class VapiClient:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://api.vapi.ai",
+        timeout: float = 15.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 200,
+        upstream_auth: str = "private_key",
+        org_id: str = "",
+        jwt_ttl_seconds: int = 300,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.api_key = api_key
+        self.upstream_auth = upstream_auth
+        self.org_id = org_id
+        self.jwt_ttl_seconds = jwt_ttl_seconds
+        self._jwt: tuple[str, float] | None = None
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, *, transport: httpx.BaseTransport | None = None) -> "VapiClient":
+        return cls(
+            api_key=settings.VAPI_API_KEY,
+            base_url=settings.VAPI_BASE_URL,
+            timeout=settings.VAPI_TIMEOUT_SECONDS,
+            connect_timeout=settings.VAPI_CONNECT_TIMEOUT_SECONDS,
+            max_connections=settings.VAPI_MAX_CONNECTIONS,
+            upstream_auth=settings.VAPI_UPSTREAM_AUTH,
+            org_id=settings.VAPI_ORG_ID,
+            jwt_ttl_seconds=settings.VAPI_JWT_TTL_SECONDS,
+            transport=transport,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+    def create_web_call(self, body: dict) -> VapiReply:
+        return self._request("POST", "/call/web", json=body)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> VapiReply:
+        if not self.configured:
+            raise VapiNotConfigured("VAPI_API_KEY is not set.")
+        headers = {"Authorization": f"Bearer {self._credential()}"}
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as err:
+            raise VapiTimeout(f"Vapi did not answer in time ({type(err).__name__}).") from err
+        except httpx.HTTPError as err:
+            raise VapiUnreachable(f"Vapi could not be reached ({type(err).__name__}).") from err
+        if response.is_success:
+            try:
+                data = response.json()
+            except ValueError as err:
+                raise VapiInvalidResponse("Vapi's answer was not JSON.", status=response.status_code) from err
+            if not isinstance(data, dict):
+                raise VapiInvalidResponse("Vapi's answer was not a JSON object.", status=response.status_code)
+            return VapiReply(status=response.status_code, data=data)
+        raise VapiResponseError(
+            response.status_code,
+            self._scrub(_error_message(response)),
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def _credential(self) -> str:
+        if self.upstream_auth != "jwt":
+            return self.api_key
+        now = time.time()
+        if self._jwt is None or self._jwt[1] - 30 < now:
+            claims = {
+                "orgId": self.org_id,
+                "token": {"tag": "private"},
+                "iat": int(now),
+                "exp": int(now) + self.jwt_ttl_seconds,
+            }
+            self._jwt = (jwt.encode(claims, self.api_key, algorithm="HS256"), now + self.jwt_ttl_seconds)
+        return self._jwt[0]
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.api_key, "[redacted]") if self.api_key else text
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    message = data.get("message", "") if isinstance(data, dict) else ""
+    if isinstance(message, list):
+        message = "; ".join(str(part) for part in message)
+    return str(message)
+
+
+_client: VapiClient | None = None
+_transport: httpx.BaseTransport | None = None
+_client_lock = threading.Lock()
+
+
+def get_vapi_client() -> VapiClient:
+    """The process-wide client, built from settings: one connection pool shared by every request."""
+    global _client
+    client = _client
+    if client is None:
+        with _client_lock:
+            if _client is None:
+                _client = VapiClient.from_settings(transport=_transport)
+            client = _client
+    return client
+
+
+def use_vapi_transport(transport: httpx.BaseTransport | None) -> None:
+    """Routes the shared client through `transport` (tests pass httpx.MockTransport); None is the network."""
+    global _transport
+    _transport = transport
+    reset_vapi_client()
+
+
+def reset_vapi_client() -> None:
+    global _client
+    with _client_lock:
+        previous, _client = _client, None
+    if previous is not None:
+        previous.close()
+
+
+@receiver(setting_changed)
+def _rebuild_on_settings_change(*, setting, **kwargs):
+    if setting.startswith("VAPI_"):
+        reset_vapi_client()

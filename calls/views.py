@@ -1,0 +1,80 @@
+from django.conf import settings
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from rest_framework.views import APIView
+
+from calls.errors import ProxyError, error_response
+from calls.services import Incoming, call_log_refusal, call_web_start
+from calls.vapi import get_vapi_client
+
+
+class CallWebView(APIView):
+    """POST /call/web: what `new Vapi(token, proxyUrl).start(...)` calls."""
+
+    def post(self, request):
+        started = call_web_start(incoming=_incoming(request), max_body_bytes=settings.CALL_MAX_BODY_BYTES)
+        return JsonResponse(started.body, status=started.status)
+
+    def options(self, request, *args, **kwargs):
+        # A preflight carrying Origin is answered by the CORS middleware before it gets here.
+        return HttpResponse(status=200, headers={"Allow": "POST, OPTIONS"})
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        error = ProxyError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; start a call with POST.",
+            headers={"Allow": "POST, OPTIONS"},
+        )
+        call_log_refusal(incoming=_incoming(request, read_body=False), error=error)
+        raise error
+
+
+def _incoming(request, *, read_body: bool = True) -> Incoming:
+    meta = request.META
+    body = b""
+    if read_body:
+        try:
+            declared = int(meta.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        # Larger than the route accepts: leave it unread and let the size check refuse it.
+        body = None if declared > settings.CALL_MAX_BODY_BYTES else _read_body(request)
+    return Incoming(
+        request_id=request.request_id,
+        content_type=meta.get("CONTENT_TYPE", ""),
+        body=body,
+        origin=meta.get("HTTP_ORIGIN", ""),
+        client_ip=meta.get("REMOTE_ADDR") or None,
+    )
+
+
+def _read_body(request):
+    try:
+        return request.body
+    except Exception:  # Django's RequestDataTooBig for a body without a Content-Length
+        return None
+
+
+def root(request):
+    return JsonResponse(
+        {
+            "service": "vapi-proxy",
+            "status": "running",
+            "callWebUrl": request.build_absolute_uri("/call/web"),
+            "vapiKeyConfigured": get_vapi_client().configured,
+        }
+    )
+
+
+def healthz(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        return error_response(503, "database_unavailable", "The database cannot be reached.")
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def not_found(request, *args, **kwargs):
+    return error_response(404, "not_found", f"There is nothing at {request.path}. Calls start with POST /call/web.")

@@ -1,0 +1,23 @@
+import re
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path, re_path
+
+from calls import views
+
+call_web = views.CallWebView.as_view()
+
+urlpatterns = [
+    path("", views.root, name="root"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    # The SDK concatenates its base URL and "/call/web": a base ending in "/" gives "//call/web".
+    re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),
+]
+if settings.PROXY_PATH_PREFIX:
+    urlpatterns.append(
+        re_path(rf"^{re.escape(settings.PROXY_PATH_PREFIX)}/+call/web/?$", call_web, name="call-web-prefixed")
+    )
+# Unknown routes answer the JSON error shape, also under DEBUG (Django's 404 page is HTML).
+urlpatterns.append(re_path(r"^(?!admin(/|$)|static/).*$", views.not_found))
