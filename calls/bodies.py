@@ -14,6 +14,7 @@ the field's name: the client chooses who and which assistant type, never what th
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from calls.errors import ProxyError
@@ -50,18 +51,42 @@ def parse_json_body(body: bytes | None, content_type: str, *, max_bytes: int) ->
     if not body.strip():
         raise ProxyError(400, "empty_body", "The request body is empty; send a JSON object.")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
+        # Decoded here: json.loads would also guess UTF-16 and UTF-32, which JSON over HTTP is not.
+        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as err:
         raise ProxyError(400, "invalid_json", f"The request body is not valid JSON ({_json_reason(err)}).") from None
     if not isinstance(data, dict):
         raise ProxyError(400, "body_not_object", "The request body must be a JSON object.")
     return data
 
 
+class _NotJsonNumber(ValueError):
+    pass
+
+
+# Python's json accepts NaN, Infinity and overflowing floats (1e400 -> inf); JSON has none of them
+# and httpx refuses to encode them, so they would fail only when the upstream body is built.
+def _refuse_constant(name: str):
+    raise _NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJsonNumber(f"the number {text[:20]} is out of range")
+    return value
+
+
 def _json_reason(err: Exception) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} at line {err.lineno} column {err.colno}"
-    return "it is not UTF-8 text"
+    if isinstance(err, _NotJsonNumber):
+        return str(err)
+    if isinstance(err, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    if isinstance(err, RecursionError):
+        return "it is nested too deeply"
+    return "a number in it has too many digits"  # Python's limit on int digits
 
 
 class _Collector:
@@ -75,7 +100,7 @@ class _Collector:
         if value is _MISSING:
             return
         previous = self.values.get(name)
-        if previous is not None and previous[0] != value:
+        if previous is not None and not _same(previous[0], value):
             raise ProxyError(
                 400,
                 "conflicting_field",
@@ -90,13 +115,24 @@ class _Collector:
             raise ProxyError(400, "invalid_field", f"{where} must be an object of variable names to values.")
         for name, item in value.items():
             previous = self.variables.get(name)
-            if previous is not None and previous[0] != item:
+            if previous is not None and not _same(previous[0], item):
                 raise ProxyError(
                     400,
                     "conflicting_field",
                     f"Variable {name!r} is given twice with different values ({previous[1]} and {where}).",
                 )
             self.variables.setdefault(name, (item, where))
+
+
+def _same(a, b) -> bool:
+    """Equality of JSON values: unlike Python's ==, true is not 1 and false is not 0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _object(value, where: str) -> dict:
