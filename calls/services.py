@@ -8,6 +8,9 @@ still leaves a record.
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
+
+from django.db import IntegrityError, transaction
 
 from assistants.resolution import resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
@@ -98,13 +101,25 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     try:
         answer = client_view_of_call(reply.data)
     except ProxyError as err:
+        # Vapi may have created (and be billing) the call: keep its id so staff can find and end it.
+        call_id = reply.data.get("id")
+        if _usable_call_id(call_id) and not CallLog.objects.filter(vapi_call_id=call_id).exists():
+            log.vapi_call_id = call_id
         _finish(log, started, outcome=CallLog.Outcome.FAILED, error=err)
         raise
     log.vapi_call_id = answer["id"]
     log.outcome = CallLog.Outcome.CREATED
     log.status_code = reply.status
     log.latency_ms = _elapsed_ms(started)
-    log.save(update_fields=["upstream_status", "vapi_call_id", "outcome", "status_code", "latency_ms"])
+    try:
+        with transaction.atomic():
+            log.save(update_fields=["upstream_status", "vapi_call_id", "outcome", "status_code", "latency_ms"])
+    except IntegrityError:
+        # Vapi call ids are unique; a repeat would otherwise leave this row pending and answer 500.
+        log.vapi_call_id = None
+        error = ProxyError(502, "upstream_invalid_response", "Vapi answered with a call id the call log already holds.")
+        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=error)
+        raise error from None
     logger.info(
         "call created: user=%s type=%s vapi_call=%s upstream_ms=%d",
         log.user_id,
@@ -129,10 +144,16 @@ def call_log_refusal(*, incoming: Incoming, error: ProxyError) -> CallLog:
 
 # Only what the browser SDK reads; never the assistant config, overrides or monitor URLs.
 _CALL_FIELDS = ("id", "webCallUrl", "status", "type", "createdAt", "artifactPlan", "transport")
+_CALL_ID_MAX_LENGTH = CallLog._meta.get_field("vapi_call_id").max_length
+
+
+def _usable_call_id(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _CALL_ID_MAX_LENGTH
 
 
 def client_view_of_call(call: dict) -> dict:
-    if not isinstance(call.get("id"), str) or not isinstance(call.get("webCallUrl"), str):
+    web_call_url = call.get("webCallUrl")
+    if not (_usable_call_id(call.get("id")) and isinstance(web_call_url, str) and web_call_url):
         raise ProxyError(
             502,
             "upstream_invalid_response",
@@ -144,6 +165,9 @@ def client_view_of_call(call: dict) -> dict:
     if isinstance(voice, dict) and isinstance(voice.get("provider"), str):
         answer["assistant"] = {"voice": {"provider": voice["provider"]}}
     return answer
+
+
+_NAMED_STATUSES = frozenset(HTTPStatus)
 
 
 def upstream_error(err: VapiError) -> ProxyError:
@@ -180,7 +204,10 @@ def upstream_error(err: VapiError) -> ProxyError:
             headers=headers,
         )
     if 400 <= status < 500:
-        return ProxyError(status, "upstream_rejected", f"Vapi refused the call: {vapi_message or 'no reason given'}")
+        reason = vapi_message or "no reason given"
+        if status not in _NAMED_STATUSES:  # a status the client could not be given in the error shape
+            return ProxyError(502, "upstream_rejected", f"Vapi refused the call with status {status}: {reason}")
+        return ProxyError(status, "upstream_rejected", f"Vapi refused the call: {reason}")
     return ProxyError(502, "upstream_error", f"Vapi failed with status {status}; try again shortly.")
 
 

@@ -8,6 +8,7 @@ retried here: every create-call attempt may be billed.
 import threading
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib.metadata import PackageNotFoundError, version
 
 import httpx
@@ -83,6 +84,9 @@ class VapiClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
+            # Every request is built from scratch: a cookie Vapi (or its load balancer) sets on one
+            # answer must not ride along on the next user's call start.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             transport=transport,
         )
 
@@ -113,7 +117,8 @@ class VapiClient:
     def _request(self, method: str, path: str, **kwargs) -> VapiReply:
         if not self.configured:
             raise VapiNotConfigured("VAPI_API_KEY is not set.")
-        headers = {"Authorization": f"Bearer {self._credential()}"}
+        credential = self._credential()
+        headers = {"Authorization": f"Bearer {credential}"}
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException as err:
@@ -130,7 +135,7 @@ class VapiClient:
             return VapiReply(status=response.status_code, data=data)
         raise VapiResponseError(
             response.status_code,
-            self._scrub(_error_message(response)),
+            self._scrub(_error_message(response), credential),
             retry_after=response.headers.get("Retry-After"),
         )
 
@@ -148,8 +153,12 @@ class VapiClient:
             self._jwt = (jwt.encode(claims, self.api_key, algorithm="HS256"), now + self.jwt_ttl_seconds)
         return self._jwt[0]
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.api_key, "[redacted]") if self.api_key else text
+    def _scrub(self, text: str, credential: str) -> str:
+        """Removes the key and the credential sent (in JWT mode a token that works for minutes)."""
+        for secret in (credential, self.api_key):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
 
 
 def _error_message(response: httpx.Response) -> str:
