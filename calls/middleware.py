@@ -31,7 +31,12 @@ class RequestIdMiddleware:
 
 class RequestIdLogFilter(logging.Filter):
     def filter(self, record):
-        record.request_id = current_request_id()
+        request_id = current_request_id()
+        if request_id == "-":
+            # Django writes its per-request lines ("Not Found: /x", "Internal Server Error: /")
+            # after the middleware has returned, passing the request along instead.
+            request_id = getattr(getattr(record, "request", None), "request_id", "-")
+        record.request_id = request_id
         return True
 
 
@@ -54,6 +59,21 @@ class JsonErrorMiddleware:
             return None
         logger.exception("Unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "The proxy failed to handle this request; it has been logged.")
+
+
+class NoCookiesMiddleware:
+    """API answers set no cookies: the SDK needs none, and Django's CSRF middleware replaces a
+    `csrftoken` cookie it cannot parse on any request, which on a same-origin deployment would
+    overwrite the host app's own cookie of that name."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if _is_api_path(request):
+            response.cookies.clear()
+        return response
 
 
 def _is_api_path(request) -> bool:

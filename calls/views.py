@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from rest_framework.views import APIView
 
 from calls.errors import ProxyError, error_response
@@ -56,6 +58,10 @@ def _read_body(request):
         return None
 
 
+# These JSON routes hold no session state, so no CSRF check: without the exemption a POST from a
+# browser (which has no CSRF cookie) got 403 "refused" instead of its 404 or 405.
+@csrf_exempt
+@require_safe
 def root(request):
     return JsonResponse(
         {
@@ -67,6 +73,8 @@ def root(request):
     )
 
 
+@csrf_exempt
+@require_safe
 def healthz(request):
     try:
         with connection.cursor() as cursor:
@@ -76,5 +84,6 @@ def healthz(request):
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
+@csrf_exempt
 def not_found(request, *args, **kwargs):
     return error_response(404, "not_found", f"There is nothing at {request.path}. Calls start with POST /call/web.")

@@ -14,8 +14,14 @@ if _env_file and Path(_env_file).is_file():
 
 
 
-def _required(name: str) -> str:
-    value = env.str(name, default="").strip()
+def _secret(name: str) -> str:
+    # Read as is: django-environ would treat a value starting with "$" as the name of another
+    # variable, and its error message would then print part of the secret.
+    return env.ENVIRON.get(name, "").strip()
+
+
+def _required(name: str, *, secret: bool = False) -> str:
+    value = _secret(name) if secret else env.str(name, default="").strip()
     if not value:
         raise ImproperlyConfigured(f"Set the {name} environment variable (it is required when DJANGO_DEBUG is off).")
     return value
@@ -24,12 +30,14 @@ def _required(name: str) -> str:
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
 if DEBUG:
-    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or "django-insecure-local-development-only"
+    SECRET_KEY = _secret("DJANGO_SECRET_KEY") or "django-insecure-local-development-only"
     ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[]) or ["localhost", "127.0.0.1", "[::1]"]
 else:
     # No defaults: a production start without them fails and names the variable.
-    SECRET_KEY = _required("DJANGO_SECRET_KEY")
+    SECRET_KEY = _required("DJANGO_SECRET_KEY", secret=True)
     ALLOWED_HOSTS = [host.strip() for host in _required("DJANGO_ALLOWED_HOSTS").split(",") if host.strip()]
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS names no host; list the proxy's host names, comma-separated.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -48,6 +56,7 @@ MIDDLEWARE = [
     "calls.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "calls.middleware.JsonErrorMiddleware",
+    "calls.middleware.NoCookiesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -106,7 +115,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=20 
 PROXY_PATH_PREFIX = env.str("PROXY_PATH_PREFIX", default="").strip("/")
 
 # --- Vapi -------------------------------------------------------------------
-VAPI_API_KEY = env.str("VAPI_API_KEY", default="")
+VAPI_API_KEY = _secret("VAPI_API_KEY")
 VAPI_BASE_URL = env.str("VAPI_BASE_URL", default="https://api.vapi.ai").rstrip("/")
 VAPI_TIMEOUT_SECONDS = env.float("VAPI_TIMEOUT_SECONDS", default=15.0)
 VAPI_CONNECT_TIMEOUT_SECONDS = env.float("VAPI_CONNECT_TIMEOUT_SECONDS", default=5.0)
