@@ -3,46 +3,92 @@ import re
 from django.core.exceptions import ValidationError
 from django.db import models
 
-VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a trailing newline in
+VARIABLE_NAME_RULE = "use letters, digits and _ only, not starting with a digit"
+EXAMPLE_VAPI_ID = "6f2b7c1e-4d3a-4b5c-8e9f-0a1b2c3d4e5f"
 
 
-def _validate_variable_values(value, *, field_label: str):
+def is_variable_name(name) -> bool:
+    return isinstance(name, str) and VARIABLE_NAME.fullmatch(name) is not None
+
+
+def variable_values_problem(value) -> str | None:
+    """Why `value` is not a {name: text/number/true-false} object, in words for staff; None if it is."""
     if not isinstance(value, dict):
-        raise ValidationError({field_label: "Enter a JSON object such as {\"companyName\": \"Acme\"}."})
+        return 'Enter a JSON object such as {"companyName": "Acme"}, or leave this empty.'
     for name, item in value.items():
-        if not VARIABLE_NAME.match(name):
-            raise ValidationError({field_label: f"{name!r} is not a valid variable name (letters, digits, _)."})
+        if not is_variable_name(name):
+            return f"{name!r} is not a valid variable name: {VARIABLE_NAME_RULE}."
         if not isinstance(item, (str, int, float, bool)):
-            raise ValidationError({field_label: f"The value of {name!r} must be text, a number or true/false."})
+            return f"The value of {name!r} must be text, a number or true/false (not a list, object or null)."
+    return None
 
 
-class Assistant(models.Model):
+class FieldChecksMixin:
+    """Runs a model's own checks along with the field checks, skipping fields already refused.
+
+    A form then shows one message per problem: an id that is not a UUID is refused as such and not
+    also as missing (a form never assigns a value it refused, so the model would see none).
+    """
+
+    def field_problems(self, skip: set):
+        """Yields (field name, message) for each problem; fields in `skip` hold no checked value."""
+        return ()
+
+    def clean_fields(self, exclude=None):
+        errors = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        skip = set(exclude or ()) | set(errors)
+        for field, message in self.field_problems(skip):
+            if field not in skip:
+                errors.setdefault(field, []).append(ValidationError(message))
+        if errors:
+            raise ValidationError(errors)
+
+
+class Assistant(FieldChecksMixin, models.Model):
     """What Vapi runs: either an assistant that lives in Vapi (by id) or a config sent with each call."""
 
     class Kind(models.TextChoices):
         PERMANENT = "permanent", "Permanent (an assistant saved in Vapi, by id)"
         TRANSIENT = "transient", "Transient (a JSON config sent with each call)"
 
-    name = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.TRANSIENT)
+    name = models.CharField(max_length=200, unique=True, help_text="For staff only; Vapi never sees it.")
+    kind = models.CharField(
+        max_length=20,
+        choices=Kind.choices,
+        default=Kind.TRANSIENT,
+        help_text="Permanent: built in the Vapi dashboard; fill in its Vapi assistant id. "
+        "Transient: defined here; fill in the assistant config.",
+    )
     vapi_assistant_id = models.UUIDField(
         "Vapi assistant id",
         null=True,
         blank=True,
-        help_text="For permanent assistants: the assistant's id in the Vapi dashboard.",
+        help_text=f"Permanent assistants only: the assistant's id from the Vapi dashboard, e.g. {EXAMPLE_VAPI_ID}.",
+        error_messages={"invalid": f"Enter the assistant's id from the Vapi dashboard, e.g. {EXAMPLE_VAPI_ID}."},
     )
     config = models.JSONField(
         "assistant config",
         null=True,
         blank=True,
-        help_text="For transient assistants: the JSON object Vapi receives as `assistant` "
-        "(model, voice, firstMessage, ...). Use {{name}} placeholders for variables.",
+        help_text="Transient assistants only: the JSON object Vapi receives as its assistant "
+        '(model, voice, firstMessage, ...), e.g. {"firstMessage": "Hi {{customerName}}!"}. '
+        "Use {{name}} placeholders for variables.",
     )
-    is_active = models.BooleanField("active", default=True)
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="Untick to stop all calls to this assistant (they get 403 assistant_inactive).",
+    )
     default_variables = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Values for {{placeholders}} used when neither the user's mapping nor the client gives one.",
+        help_text='Values for {{placeholders}}, e.g. {"companyName": "Acme"}, used when neither the '
+        "user's mapping nor the client gives one. Leave empty for none.",
     )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -54,20 +100,29 @@ class Assistant(models.Model):
     def __str__(self):
         return self.name
 
-    def clean(self):
-        if self.kind == self.Kind.PERMANENT:
-            if not self.vapi_assistant_id:
-                raise ValidationError({"vapi_assistant_id": "A permanent assistant needs its Vapi assistant id."})
-            if self.config:
-                raise ValidationError({"config": "A permanent assistant has no config; clear this field."})
-        else:
-            if not isinstance(self.config, dict) or not self.config:
-                raise ValidationError(
-                    {"config": "A transient assistant needs its config as a JSON object, e.g. {\"firstMessage\": \"Hi\"}."}
-                )
-            if self.vapi_assistant_id:
-                raise ValidationError({"vapi_assistant_id": "A transient assistant has no Vapi id; clear this field."})
-        _validate_variable_values(self.default_variables, field_label="default_variables")
+    def clean_fields(self, exclude=None):
+        if self.default_variables is None:  # the admin's empty box
+            self.default_variables = {}
+        super().clean_fields(exclude=exclude)
+
+    def field_problems(self, skip):
+        if "kind" not in skip:
+            if self.kind == self.Kind.PERMANENT:
+                if not self.vapi_assistant_id:
+                    yield "vapi_assistant_id", "A permanent assistant needs its Vapi assistant id."
+                if self.config:
+                    yield "config", "A permanent assistant has no config; clear this field."
+            else:
+                if not isinstance(self.config, dict) or not self.config:
+                    yield (
+                        "config",
+                        'A transient assistant needs its config as a JSON object, e.g. {"firstMessage": "Hi"}.',
+                    )
+                if self.vapi_assistant_id:
+                    yield "vapi_assistant_id", "A transient assistant has no Vapi id; clear this field."
+        problem = variable_values_problem(self.default_variables)
+        if problem:
+            yield "default_variables", problem
 
     def vapi_target(self) -> dict:
         """The part of Vapi's create-call body that says which assistant runs."""
@@ -76,7 +131,7 @@ class Assistant(models.Model):
         return {"assistant": self.config}
 
 
-class ClientVariable(models.Model):
+class ClientVariable(FieldChecksMixin, models.Model):
     """A variable the frontend may supply for an assistant, with the type and size it must have."""
 
     class ValueType(models.TextChoices):
@@ -91,14 +146,20 @@ class ClientVariable(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["assistant", "name"], name="unique_client_variable")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assistant", "name"],
+                name="unique_client_variable",
+                violation_error_message="This assistant already has a variable with this name.",
+            )
+        ]
 
     def __str__(self):
         return self.name
 
-    def clean(self):
-        if not VARIABLE_NAME.match(self.name or ""):
-            raise ValidationError({"name": "Use letters, digits and _ only, not starting with a digit."})
+    def field_problems(self, skip):
+        if not is_variable_name(self.name):
+            yield "name", f"Not a valid variable name: {VARIABLE_NAME_RULE}."
 
     def accepts(self, value) -> bool:
         if self.value_type == self.ValueType.STRING:
@@ -120,17 +181,21 @@ class AssistantType(models.Model):
         "assistant type",
         max_length=100,
         unique=True,
-        help_text="What the frontend sends as assistantType, e.g. sales-coach.",
+        help_text="What the frontend sends as assistantType, e.g. sales-coach (letters, digits, - and _).",
     )
     description = models.CharField(max_length=300, blank=True)
-    is_active = models.BooleanField("active", default=True)
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="Untick to refuse every call for this type (404 unknown_assistant_type).",
+    )
     default_assistant = models.ForeignKey(
         Assistant,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="default_for_types",
-        help_text="Used for users who have no mapping of their own.",
+        help_text="Used for users who have no mapping of their own (unless mapped users only is ticked).",
     )
     mapped_users_only = models.BooleanField(
         default=False,
@@ -146,20 +211,21 @@ class AssistantType(models.Model):
         return self.slug
 
 
-class UserMapping(models.Model):
+class UserMapping(FieldChecksMixin, models.Model):
     """Which assistant one user of the customer's app gets for a type, with that user's own values."""
 
     user_id = models.CharField(
         "user id",
         max_length=255,
-        help_text="The userId as the customer's app knows it.",
+        help_text="The userId as the customer's app knows it (exact spelling, case matters).",
     )
     assistant_type = models.ForeignKey(AssistantType, on_delete=models.CASCADE, related_name="mappings")
     assistant = models.ForeignKey(Assistant, on_delete=models.PROTECT, related_name="mappings")
     variable_values = models.JSONField(
         default=dict,
         blank=True,
-        help_text="This user's values for {{placeholders}}; they win over defaults and anything the client sends.",
+        help_text='This user\'s values for {{placeholders}}, e.g. {"customerName": "Ana"}; they win over '
+        "defaults and anything the client sends. Leave empty for none.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -167,11 +233,22 @@ class UserMapping(models.Model):
     class Meta:
         ordering = ["user_id", "assistant_type__slug"]
         constraints = [
-            models.UniqueConstraint(fields=["user_id", "assistant_type"], name="one_mapping_per_user_and_type")
+            models.UniqueConstraint(
+                fields=["user_id", "assistant_type"],
+                name="one_mapping_per_user_and_type",
+                violation_error_message="This user already has a mapping for this assistant type; edit that one.",
+            )
         ]
 
     def __str__(self):
         return f"{self.user_id} → {self.assistant_type}"
 
-    def clean(self):
-        _validate_variable_values(self.variable_values, field_label="variable_values")
+    def clean_fields(self, exclude=None):
+        if self.variable_values is None:  # the admin's empty box
+            self.variable_values = {}
+        super().clean_fields(exclude=exclude)
+
+    def field_problems(self, skip):
+        problem = variable_values_problem(self.variable_values)
+        if problem:
+            yield "variable_values", problem

@@ -18,6 +18,7 @@ class CallLogAdmin(admin.ModelAdmin):
     )
     list_filter = ("outcome", "assistant", "created_at", "error_code")
     search_fields = ("user_id", "vapi_call_id", "request_id")
+    search_help_text = "Search by user id, Vapi call id, or the requestId from an error answer."
     list_select_related = ("assistant",)
     date_hierarchy = "created_at"
     fieldsets = (

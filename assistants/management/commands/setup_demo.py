@@ -3,6 +3,7 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from assistants.models import Assistant, AssistantType, ClientVariable, UserMapping
 
@@ -24,13 +25,38 @@ DEMO_CONFIG = {
 }
 
 
+DEMO_TYPE = "sales-coach"
+DEMO_ASSISTANT = "Sales coach (demo)"
+DEMO_USER = "customer123"
+
+
 class Command(BaseCommand):
     requires_system_checks = []  # runserver runs them next; once is enough
-    help = "Creates the demo assistant type 'sales-coach', its mapping for customer123 and a local admin login."
+    help = (
+        "Creates the demo assistant type 'sales-coach' and its mapping for customer123 in a database with no "
+        "assistant types yet, and a local admin login if there is no superuser."
+    )
 
     def handle(self, *args, **options):
+        with transaction.atomic():
+            self._ensure_demo()
+            self._ensure_admin()
+        if not settings.VAPI_API_KEY:
+            self.stdout.write(
+                self.style.WARNING(
+                    "VAPI_API_KEY is not set: the proxy will run, but call starts answer 503 "
+                    "until you put your Vapi private key in .env (see .env.example)."
+                )
+            )
+
+    def _ensure_demo(self):
+        # bin/run calls this at every start: only an empty database gets the demo, so whatever staff
+        # changed or deleted stays that way.
+        if AssistantType.objects.exists():
+            self.stdout.write("Demo data: not added, the database already has assistant types.")
+            return
         assistant, created = Assistant.objects.get_or_create(
-            name="Sales coach (demo)",
+            name=DEMO_ASSISTANT,
             defaults={
                 "kind": Assistant.Kind.TRANSIENT,
                 "config": DEMO_CONFIG,
@@ -40,35 +66,34 @@ class Command(BaseCommand):
         )
         if created:
             ClientVariable.objects.create(assistant=assistant, name="topic", max_length=100)
-        kind, _ = AssistantType.objects.get_or_create(
-            slug="sales-coach",
-            defaults={
-                "description": "Demo: practise a sales pitch",
-                "default_assistant": assistant,
-                "mapped_users_only": True,
-            },
+        kind = AssistantType.objects.create(
+            slug=DEMO_TYPE,
+            description="Demo: practise a sales pitch",
+            default_assistant=assistant,
+            mapped_users_only=True,
         )
-        UserMapping.objects.get_or_create(
-            user_id="customer123",
+        UserMapping.objects.create(
+            user_id=DEMO_USER,
             assistant_type=kind,
-            defaults={"assistant": assistant, "variable_values": {"customerName": "Ana"}},
+            assistant=assistant,
+            variable_values={"customerName": "Ana"},
         )
-        self.stdout.write("Demo data: assistant type 'sales-coach' with a mapping for userId 'customer123'.")
-        self._ensure_admin()
-        if not settings.VAPI_API_KEY:
-            self.stdout.write(
-                self.style.WARNING(
-                    "VAPI_API_KEY is not set: the proxy will run, but call starts answer 503 "
-                    "until you put your Vapi private key in .env (see .env.example)."
-                )
-            )
+        self.stdout.write(f"Demo data: assistant type '{DEMO_TYPE}' with a mapping for userId '{DEMO_USER}'.")
 
     def _ensure_admin(self):
         User = get_user_model()
-        if User.objects.filter(is_superuser=True).exists():
+        superuser = User.objects.filter(is_superuser=True).order_by("pk").first()
+        if superuser is not None:
+            name = superuser.get_username()
             self.stdout.write(
-                "Admin login: use your existing superuser (reset a password with "
-                "`.venv/bin/python manage.py changepassword admin`)."
+                f"Admin login: use your superuser '{name}' (reset its password with "
+                f"`.venv/bin/python manage.py changepassword {name}`)."
+            )
+            return
+        if User.objects.filter(**{User.USERNAME_FIELD: "admin"}).exists():
+            self.stdout.write(
+                "Admin login: user 'admin' exists but is not a superuser; create one with "
+                "`.venv/bin/python manage.py createsuperuser`."
             )
             return
         password = secrets.token_urlsafe(12)
