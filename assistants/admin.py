@@ -1,11 +1,20 @@
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Count
 
-from assistants.models import EXAMPLE_VAPI_ID, Assistant, AssistantType, ClientVariable, UserMapping
+from assistants.models import (
+    EXAMPLE_VAPI_ID,
+    Assistant,
+    AssistantType,
+    ClientVariable,
+    EndUser,
+    PhoneCaller,
+    PhoneRoute,
+    UserMapping,
+)
 
 INVALID_JSON = "This is not valid JSON: check the quotes, commas and braces, e.g. {example}."
 
@@ -71,6 +80,7 @@ class AssistantAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "kind", "is_active")}),
         ("What Vapi runs", {"fields": ("vapi_assistant_id", "config")}),
         ("Variables", {"fields": ("default_variables",)}),
+        ("During the call", {"fields": ("backend_url",)}),
         (None, {"fields": ("notes",)}),
     )
 
@@ -101,3 +111,62 @@ class UserMappingAdmin(admin.ModelAdmin):
     search_help_text = "Search by user id (the userId the customer's app sends)."
     list_select_related = ("assistant_type", "assistant")
     autocomplete_fields = ("assistant_type", "assistant")
+
+
+@admin.register(PhoneRoute)
+class PhoneRouteAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "phone_number_id", "assistant_type", "is_active")
+    list_filter = ("is_active", "assistant_type")
+    search_fields = ("phone_number", "phone_number_id")
+    list_select_related = ("assistant_type",)
+    autocomplete_fields = ("assistant_type",)
+
+
+@admin.register(PhoneCaller)
+class PhoneCallerAdmin(admin.ModelAdmin):
+    list_display = ("phone_number", "user_id")
+    search_fields = ("phone_number", "user_id")
+
+
+@admin.register(EndUser)
+class EndUserAdmin(admin.ModelAdmin):
+    """Users of the customer's app as the proxy sees them: blocks and per-user limits."""
+
+    list_display = (
+        "user_id",
+        "is_blocked",
+        "calls_per_minute",
+        "calls_per_day",
+        "max_concurrent_calls",
+        "daily_spend_limit",
+        "updated_at",
+    )
+    list_filter = ("is_blocked",)
+    search_fields = ("user_id",)
+    search_help_text = "Search by user id. Add a user here to block them or give them their own limits."
+    actions = ["block", "block_and_end_live_calls", "unblock"]
+
+    @admin.action(description="Block the selected users (new calls get 403)")
+    def block(self, request, queryset):
+        count = queryset.update(is_blocked=True)
+        self.message_user(request, f"Blocked {count} user(s). Calls already running go on.", messages.SUCCESS)
+
+    @admin.action(description="Block the selected users and end their live calls")
+    def block_and_end_live_calls(self, request, queryset):
+        from calls.services import end_live_calls
+
+        queryset.update(is_blocked=True)
+        for user in queryset:
+            counts = end_live_calls(user_id=user.user_id)
+            level = messages.WARNING if counts["failed"] else messages.SUCCESS
+            self.message_user(
+                request,
+                f"{user.user_id}: blocked; ended {counts['ended']} live call(s)"
+                + (f", {counts['failed']} could not be ended (see the server log)." if counts["failed"] else "."),
+                level,
+            )
+
+    @admin.action(description="Unblock the selected users")
+    def unblock(self, request, queryset):
+        count = queryset.update(is_blocked=False)
+        self.message_user(request, f"Unblocked {count} user(s).", messages.SUCCESS)

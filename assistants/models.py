@@ -1,11 +1,13 @@
 import re
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator, URLValidator
 from django.db import models
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a trailing newline in
 VARIABLE_NAME_RULE = "use letters, digits and _ only, not starting with a digit"
 EXAMPLE_VAPI_ID = "6f2b7c1e-4d3a-4b5c-8e9f-0a1b2c3d4e5f"
+E164 = RegexValidator(r"^\+[1-9]\d{6,14}\Z", "Enter the number in E.164 form: + and country code, e.g. +14155550100.")
 
 
 def is_variable_name(name) -> bool:
@@ -89,6 +91,20 @@ class Assistant(FieldChecksMixin, models.Model):
         blank=True,
         help_text='Values for {{placeholders}}, e.g. {"companyName": "Acme"}, used when neither the '
         "user's mapping nor the client gives one. Leave empty for none.",
+    )
+    max_duration_seconds = models.PositiveIntegerField(
+        "longest call (seconds)",
+        default=600,
+        help_text="How long a call may last (Vapi's maxDurationSeconds; 600 unless the config sets another). "
+        "A call counts against concurrency limits until Vapi reports it ended, or this plus a grace period.",
+    )
+    backend_url = models.CharField(
+        "backend URL",
+        max_length=500,
+        validators=[URLValidator(schemes=["https", "http"])],
+        blank=True,
+        help_text="Where this assistant's tool calls, transfer and knowledge-base requests go. "
+        "Empty: CUSTOMER_BACKEND_URL.",
     )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -201,6 +217,12 @@ class AssistantType(models.Model):
         default=False,
         help_text="Only users with a mapping may start this type; the default assistant is not used.",
     )
+    max_concurrent_calls = models.PositiveIntegerField(
+        "most calls at once",
+        null=True,
+        blank=True,
+        help_text="For all users of this type together. Empty: no limit of its own.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -227,6 +249,18 @@ class UserMapping(FieldChecksMixin, models.Model):
         help_text='This user\'s values for {{placeholders}}, e.g. {"customerName": "Ana"}; they win over '
         "defaults and anything the client sends. Leave empty for none.",
     )
+    calls_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Overrides the user's limit for this type. Empty: the user's limit."
+    )
+    calls_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Overrides the user's limit for this type. Empty: the user's limit."
+    )
+    max_concurrent_calls = models.PositiveIntegerField(
+        "most calls at once",
+        null=True,
+        blank=True,
+        help_text="Overrides the user's limit for this type. Empty: the user's limit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -252,3 +286,104 @@ class UserMapping(FieldChecksMixin, models.Model):
         problem = variable_values_problem(self.variable_values)
         if problem:
             yield "variable_values", problem
+
+
+class PhoneRoute(models.Model):
+    """Which assistant type answers inbound calls to one of the organization's Vapi phone numbers."""
+
+    phone_number_id = models.CharField(
+        "Vapi phone number id",
+        max_length=64,
+        blank=True,
+        help_text="The number's id in the Vapi dashboard. Give this, the number, or both.",
+    )
+    phone_number = models.CharField(
+        "phone number", max_length=20, blank=True, validators=[E164], help_text="E.164, e.g. +14155550100."
+    )
+    assistant_type = models.ForeignKey(AssistantType, on_delete=models.PROTECT, related_name="phone_routes")
+    refusal_message = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Spoken to a caller who may not get the assistant (not mapped, switched off). "
+        "Empty: the PHONE_UNAVAILABLE_MESSAGE setting.",
+    )
+    is_active = models.BooleanField("active", default=True)
+
+    class Meta:
+        ordering = ["phone_number", "phone_number_id"]
+        verbose_name = "phone number route"
+
+    def __str__(self):
+        return self.phone_number or self.phone_number_id
+
+    def clean(self):
+        if not self.phone_number_id and not self.phone_number:
+            raise ValidationError("Give the Vapi phone number id, the number, or both.")
+
+    @classmethod
+    def find(cls, *, phone_number_id: str, number: str):
+        """The active route for a number; one matched by Vapi's id wins over one matched by the number."""
+        query = models.Q()
+        if phone_number_id:
+            query |= models.Q(phone_number_id=phone_number_id)
+        if number:
+            query |= models.Q(phone_number=number)
+        if not query:
+            return None
+        routes = list(cls.objects.select_related("assistant_type").filter(query, is_active=True)[:2])
+        routes.sort(key=lambda route: route.phone_number_id != phone_number_id)
+        return routes[0] if routes else None
+
+
+class PhoneCaller(models.Model):
+    """A caller's number known as one of the customer's users, so their inbound calls get their mapping."""
+
+    phone_number = models.CharField("caller's number", max_length=20, unique=True, validators=[E164])
+    user_id = models.CharField("user id", max_length=255, db_index=True)
+
+    class Meta:
+        ordering = ["phone_number"]
+
+    def __str__(self):
+        return f"{self.phone_number} → {self.user_id}"
+
+    @classmethod
+    def user_id_for(cls, number: str) -> str:
+        if not number:
+            return ""
+        return cls.objects.filter(phone_number=number).values_list("user_id", flat=True).first() or ""
+
+
+class EndUser(models.Model):
+    """One user of the customer's app, as far as the proxy's limits and blocks go (created on demand)."""
+
+    user_id = models.CharField("user id", max_length=255, unique=True)
+    is_blocked = models.BooleanField(
+        "blocked", default=False, help_text="Blocked users cannot start calls (403 user_blocked)."
+    )
+    blocked_reason = models.CharField(max_length=300, blank=True, help_text="For staff; never shown to the user.")
+    calls_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: LIMIT_USER_CALLS_PER_MINUTE."
+    )
+    calls_per_day = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: LIMIT_USER_CALLS_PER_DAY.")
+    max_concurrent_calls = models.PositiveIntegerField(
+        "most calls at once", null=True, blank=True, help_text="Empty: LIMIT_USER_CONCURRENT_CALLS."
+    )
+    daily_spend_limit = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="In the currency Vapi reports (USD), per day in the deployment's time zone. "
+        "Empty: LIMIT_USER_DAILY_SPEND.",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user_id"]
+        verbose_name = "user"
+
+    def __str__(self):
+        return self.user_id

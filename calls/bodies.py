@@ -28,7 +28,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class CallRequest:
-    user_id: str
+    user_id: str | None  # None when the body names no user (the token or session does)
     assistant_type: str
     variables: dict = field(default_factory=dict)
     room_delete_on_user_leave: bool | None = None
@@ -52,7 +52,7 @@ def parse_json_body(body: bytes | None, content_type: str, *, max_bytes: int) ->
         raise ProxyError(400, "empty_body", "The request body is empty; send a JSON object.")
     try:
         # Decoded here: json.loads would also guess UTF-16 and UTF-32, which JSON over HTTP is not.
-        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+        data = loads_strict(body.decode("utf-8"))
     except (ValueError, RecursionError) as err:
         raise ProxyError(400, "invalid_json", f"The request body is not valid JSON ({_json_reason(err)}).") from None
     if not isinstance(data, dict):
@@ -62,6 +62,11 @@ def parse_json_body(body: bytes | None, content_type: str, *, max_bytes: int) ->
 
 class _NotJsonNumber(ValueError):
     pass
+
+
+def loads_strict(text: str):
+    """json.loads that accepts only JSON: no NaN, Infinity or numbers that overflow to infinity."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 # Python's json accepts NaN, Infinity and overflowing floats (1e400 -> inf); JSON has none of them
@@ -207,8 +212,9 @@ def normalize_call_body(data: dict) -> CallRequest:
     if room_delete is not None and not isinstance(room_delete, bool):
         raise ProxyError(400, "invalid_field", "roomDeleteOnUserLeaveEnabled must be true or false.")
 
-    user_id = _identifier(collected.values.get("userId"), "userId", USER_ID_MAX_LENGTH)
-    assistant_type = _identifier(collected.values.get("assistantType"), "assistantType", ASSISTANT_TYPE_MAX_LENGTH)
+    found_user = collected.values.get("userId")
+    user_id = read_identifier(found_user, "userId", USER_ID_MAX_LENGTH) if found_user is not None else None
+    assistant_type = read_identifier(collected.values.get("assistantType"), "assistantType", ASSISTANT_TYPE_MAX_LENGTH)
     variables = {name: value for name, (value, _) in collected.variables.items()}
     for name in variables:
         if not name or len(name) > VARIABLE_NAME_MAX_LENGTH:
@@ -221,7 +227,7 @@ def normalize_call_body(data: dict) -> CallRequest:
     )
 
 
-def _identifier(found: tuple | None, name: str, max_length: int) -> str:
+def read_identifier(found: tuple | None, name: str, max_length: int) -> str:
     if found is None:
         raise ProxyError(400, "missing_field", f"{name} is required.")
     value, where = found

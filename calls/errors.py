@@ -9,6 +9,7 @@ from http import HTTPStatus
 
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.negotiation import BaseContentNegotiation
 
 from calls.request_context import current_request_id
 
@@ -20,12 +21,14 @@ DETAIL_MAX_LENGTH = 500
 class ProxyError(Exception):
     """A refusal or failure the client is told about, with the status and code it gets."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict | None = None, detail: str = ""):
         super().__init__(message)
         self.status = int(status)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        # For staff (call log, server log) when they should know more than the client is told.
+        self.detail = detail or message
 
     def to_response(self) -> JsonResponse:
         return error_response(self.status, self.code, self.message, headers=self.headers)
@@ -78,3 +81,14 @@ def drf_exception_handler(exc, context):
         return error_response(exc.status_code, code, str(detail), headers=headers)
     logger.exception("Unhandled error in %s", type(context.get("view")).__name__)
     return error_response(500, "internal_error", "The proxy failed to handle this request; it has been logged.")
+
+
+class AnswerJson(BaseContentNegotiation):
+    """Every API answer is JSON whatever the Accept header says: a 406 would lose a webhook, and
+    the SDK reads JSON only."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

@@ -7,14 +7,20 @@ still leaves a record.
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from assistants.models import EndUser
 from assistants.resolution import resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
 from calls.errors import ProxyError, short
+from calls.identity import Identity, check_claims
+from calls.limits import RUNNING, admit, limits_for, note_refusal, refusals_exceeded
 from calls.models import CallLog
 from calls.vapi import (
     VapiClient,
@@ -38,6 +44,8 @@ class Incoming:
     body: bytes | None
     origin: str = ""
     client_ip: str | None = None
+    own_origin: str = ""  # scheme://host of the proxy itself, for same-origin pages
+    identify: Callable[[], Identity] = field(default=lambda: Identity(user_id=None))
 
 
 @dataclass(frozen=True)
@@ -48,38 +56,43 @@ class StartedCall:
 
 
 def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient | None = None) -> StartedCall:
+    """Checks, in order: origin, identity, body, who may start what, Vapi key, limits; then calls Vapi."""
+    if refusals_exceeded(incoming.client_ip):
+        # Unlogged on purpose: a flood of bad tokens must not fill the call log.
+        raise ProxyError(
+            429,
+            "too_many_refusals",
+            "Too many refused requests from this address; try again in a minute.",
+            headers={"Retry-After": "60"},
+        )
     started = time.monotonic()
-    log = CallLog(
-        request_id=incoming.request_id,
-        route="web",
-        origin=short(incoming.origin, 255),
-        client_ip=incoming.client_ip,
-    )
+    log = new_call_log(incoming, route="web")
     vapi = vapi or get_vapi_client()
     try:
+        check_origin(incoming.origin, own_origin=incoming.own_origin)
+        identity = incoming.identify()
+        log.user_id = short(identity.user_id or "", 255)
         data = parse_json_body(incoming.body, incoming.content_type, max_bytes=max_body_bytes)
         request = normalize_call_body(data)
-        log.user_id, log.assistant_type = request.user_id, request.assistant_type
-        resolution = resolve_assistant(
-            user_id=request.user_id,
+        log.assistant_type = request.assistant_type
+        log.user_id = user_id = check_claims(
+            identity, body_user_id=request.user_id, assistant_type=request.assistant_type
+        )
+        resolution = admit_resolved_call(
+            log,
+            user_id=user_id,
             assistant_type=request.assistant_type,
             client_variables=request.variables,
+            vapi=vapi,
         )
-        log.assistant = resolution.assistant
-        if not vapi.configured:
-            raise ProxyError(
-                503,
-                "vapi_key_missing",
-                "The proxy has no Vapi API key configured (VAPI_API_KEY), so it cannot start calls.",
-            )
     except ProxyError as err:
-        _finish(log, started, outcome=CallLog.Outcome.REJECTED, error=err)
+        finish_call_log(log, started, outcome=CallLog.Outcome.REJECTED, error=err)
+        note_refusal(incoming.client_ip)
         raise
     except Exception:
-        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=_internal_error())
+        finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=internal_error())
         raise
 
-    log.save()
     body = resolution.vapi_body(call_log_id=log.pk)
     if request.room_delete_on_user_leave is not None:
         body["roomDeleteOnUserLeaveEnabled"] = request.room_delete_on_user_leave
@@ -90,10 +103,10 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     except VapiError as err:
         error = upstream_error(err)
         log.upstream_status = getattr(err, "status", None)
-        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=error)
+        finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=error)
         raise error from err
     except Exception:
-        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=_internal_error())
+        finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=internal_error())
         raise
     upstream_ms = int((time.monotonic() - upstream_started) * 1000)
     log.upstream_status = reply.status
@@ -103,22 +116,25 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     except ProxyError as err:
         # Vapi may have created (and be billing) the call: keep its id so staff can find and end it.
         call_id = reply.data.get("id")
-        if _usable_call_id(call_id) and not CallLog.objects.filter(vapi_call_id=call_id).exists():
+        if usable_call_id(call_id) and not CallLog.objects.filter(vapi_call_id=call_id).exists():
             log.vapi_call_id = call_id
-        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=err)
+        finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=err)
         raise
     log.vapi_call_id = answer["id"]
+    log.control_url = control_url_of(reply.data)
     log.outcome = CallLog.Outcome.CREATED
     log.status_code = reply.status
-    log.latency_ms = _elapsed_ms(started)
+    log.latency_ms = elapsed_ms(started)
     try:
         with transaction.atomic():
-            log.save(update_fields=["upstream_status", "vapi_call_id", "outcome", "status_code", "latency_ms"])
+            log.save(
+                update_fields=["upstream_status", "vapi_call_id", "control_url", "outcome", "status_code", "latency_ms"]
+            )
     except IntegrityError:
         # Vapi call ids are unique; a repeat would otherwise leave this row pending and answer 500.
         log.vapi_call_id = None
         error = ProxyError(502, "upstream_invalid_response", "Vapi answered with a call id the call log already holds.")
-        _finish(log, started, outcome=CallLog.Outcome.FAILED, error=error)
+        finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=error)
         raise error from None
     logger.info(
         "call created: user=%s type=%s vapi_call=%s upstream_ms=%d",
@@ -130,16 +146,56 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     return StartedCall(status=reply.status, body=answer, call_log=log)
 
 
+def admit_resolved_call(
+    log: CallLog, *, user_id: str, assistant_type: str, client_variables: dict, vapi: VapiClient, api_key=None
+):
+    """The checks every call start shares once the caller is known: blocked user, resolution,
+    Vapi key, limits. Writes the pending row; returns the resolution."""
+    end_user = EndUser.objects.filter(user_id=user_id).first()
+    if end_user is not None and end_user.is_blocked:
+        raise ProxyError(403, "user_blocked", "This user may not start calls; contact support.")
+    resolution = resolve_assistant(user_id=user_id, assistant_type=assistant_type, client_variables=client_variables)
+    log.assistant = resolution.assistant
+    if not vapi.configured:
+        raise ProxyError(
+            503,
+            "vapi_key_missing",
+            "The proxy has no Vapi API key configured (VAPI_API_KEY), so it cannot start calls.",
+        )
+    admit(
+        log,
+        limits=limits_for(
+            end_user=end_user, mapping=resolution.mapping, assistant_type=resolution.assistant_type, api_key=api_key
+        ),
+        max_duration_seconds=resolution.assistant.max_duration_seconds,
+    )
+    return resolution
+
+
 def call_log_refusal(*, incoming: Incoming, error: ProxyError) -> CallLog:
     """Logs a request refused before its body was looked at (e.g. a method the route does not take)."""
-    log = CallLog(
+    log = new_call_log(incoming, route="web")
+    finish_call_log(log, None, outcome=CallLog.Outcome.REJECTED, error=error)
+    return log
+
+
+def new_call_log(incoming: Incoming, *, route: str) -> CallLog:
+    return CallLog(
         request_id=incoming.request_id,
-        route="web",
+        route=route,
         origin=short(incoming.origin, 255),
         client_ip=incoming.client_ip,
     )
-    _finish(log, None, outcome=CallLog.Outcome.REJECTED, error=error)
-    return log
+
+
+def check_origin(origin: str, *, own_origin: str) -> None:
+    """A browser's Origin must be an allowed frontend (CORS alone does not stop a script)."""
+    if origin and origin not in settings.CORS_ALLOWED_ORIGINS and origin != own_origin:
+        raise ProxyError(
+            403,
+            "origin_not_allowed",
+            f"Calls from {short(origin, 100)} are not allowed; the operator lists frontends in CORS_ALLOWED_ORIGINS.",
+        )
 
 
 # Only what the browser SDK reads; never the assistant config, overrides or monitor URLs.
@@ -147,13 +203,19 @@ _CALL_FIELDS = ("id", "webCallUrl", "status", "type", "createdAt", "artifactPlan
 _CALL_ID_MAX_LENGTH = CallLog._meta.get_field("vapi_call_id").max_length
 
 
-def _usable_call_id(value) -> bool:
+def control_url_of(call: dict) -> str:
+    monitor = call.get("monitor")
+    url = monitor.get("controlUrl") if isinstance(monitor, dict) else None
+    return url if isinstance(url, str) and len(url) <= 1000 else ""
+
+
+def usable_call_id(value) -> bool:
     return isinstance(value, str) and 0 < len(value) <= _CALL_ID_MAX_LENGTH
 
 
 def client_view_of_call(call: dict) -> dict:
     web_call_url = call.get("webCallUrl")
-    if not (_usable_call_id(call.get("id")) and isinstance(web_call_url, str) and web_call_url):
+    if not (usable_call_id(call.get("id")) and isinstance(web_call_url, str) and web_call_url):
         raise ProxyError(
             502,
             "upstream_invalid_response",
@@ -188,6 +250,8 @@ def upstream_error(err: VapiError) -> ProxyError:
             502,
             "upstream_auth_failed",
             "Vapi refused the proxy's credentials: the operator must check VAPI_API_KEY.",
+            detail=f"Vapi refused the proxy's credentials ({status}: {vapi_message or 'no reason given'}); "
+            "check VAPI_API_KEY" + (" and VAPI_ORG_ID." if settings.VAPI_UPSTREAM_AUTH == "jwt" else "."),
         )
     if status == 429:
         return ProxyError(
@@ -211,17 +275,17 @@ def upstream_error(err: VapiError) -> ProxyError:
     return ProxyError(502, "upstream_error", f"Vapi failed with status {status}; try again shortly.")
 
 
-def _internal_error() -> ProxyError:
+def internal_error() -> ProxyError:
     return ProxyError(500, "internal_error", "The proxy failed to handle this request; it has been logged.")
 
 
-def _elapsed_ms(started: float | None) -> int | None:
+def elapsed_ms(started: float | None) -> int | None:
     return None if started is None else int((time.monotonic() - started) * 1000)
 
 
-def _finish(log: CallLog, started: float | None, *, outcome: str, error: ProxyError) -> None:
-    log.set_error(outcome=outcome, status=error.status, code=error.code, detail=error.message)
-    log.latency_ms = _elapsed_ms(started)
+def finish_call_log(log: CallLog, started: float | None, *, outcome: str, error: ProxyError) -> None:
+    log.set_error(outcome=outcome, status=error.status, code=error.code, detail=error.detail)
+    log.latency_ms = elapsed_ms(started)
     log.save()
     level = logging.WARNING if error.status < 500 else logging.ERROR
     logger.log(
@@ -232,5 +296,28 @@ def _finish(log: CallLog, started: float | None, *, outcome: str, error: ProxyEr
         error.code,
         log.user_id or "-",
         log.assistant_type or "-",
-        error.message,
+        error.detail,
     )
+
+
+def end_live_calls(*, user_id: str, vapi: VapiClient | None = None) -> dict:
+    """Ends every call of this user that may still be live, through Vapi's call control."""
+    vapi = vapi or get_vapi_client()
+    now = timezone.now()
+    live = (
+        CallLog.objects.filter(user_id=user_id, outcome__in=RUNNING, active_until__gt=now)
+        .exclude(call_status="ended")
+        .exclude(control_url="")
+    )
+    counts = {"ended": 0, "failed": 0}
+    for log in live:
+        try:
+            vapi.end_call(log.control_url)
+        except VapiError as err:
+            logger.warning("could not end call %s of user %s: %s", log.vapi_call_id, user_id, err)
+            counts["failed"] += 1
+            continue
+        log.ended_reason = log.ended_reason or "ended-by-staff"
+        log.save(update_fields=["ended_reason"])
+        counts["ended"] += 1
+    return counts

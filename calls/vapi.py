@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -110,6 +111,23 @@ class VapiClient:
 
     def create_web_call(self, body: dict) -> VapiReply:
         return self._request("POST", "/call/web", json=body)
+
+    def create_phone_call(self, body: dict) -> VapiReply:
+        return self._request("POST", "/call", json=body)
+
+    def get_call(self, call_id: str) -> VapiReply:
+        return self._request("GET", f"/call/{quote(call_id, safe='')}")
+
+    def end_call(self, control_url: str) -> None:
+        """Ends a live call through its control URL (the URL itself is the credential)."""
+        try:
+            response = self._http.post(control_url, json={"type": "end-call"})
+        except httpx.TimeoutException as err:
+            raise VapiTimeout(f"Vapi did not answer in time ({type(err).__name__}).") from err
+        except httpx.HTTPError as err:
+            raise VapiUnreachable(f"Vapi could not be reached ({type(err).__name__}).") from err
+        if not response.is_success:
+            raise VapiResponseError(response.status_code, self._scrub(_error_message(response), ""))
 
     def close(self) -> None:
         self._http.close()

@@ -6,8 +6,11 @@ from django.views.decorators.http import require_safe
 from rest_framework.views import APIView
 
 from calls.errors import ProxyError, error_response
+from calls.identity import client_ip, identify
+from calls.phone import call_phone_start, phone_log_refusal
 from calls.services import Incoming, call_log_refusal, call_web_start
 from calls.vapi import get_vapi_client
+from calls.webhooks import webhook_receive
 
 
 class CallWebView(APIView):
@@ -32,6 +35,25 @@ class CallWebView(APIView):
         raise error
 
 
+class VapiWebhookView(APIView):
+    """POST /webhooks/vapi: the server URL to paste into the Vapi dashboard."""
+
+    def post(self, request):
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        body = None if declared > settings.WEBHOOK_MAX_BODY_BYTES else _read_body(request)
+        if body is None or len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
+            raise ProxyError(
+                413, "body_too_large", f"The message is larger than {settings.WEBHOOK_MAX_BODY_BYTES} bytes."
+            )
+        reply = webhook_receive(
+            body=body, headers=request.headers, method=request.method, url=request.build_absolute_uri()
+        )
+        return JsonResponse(reply.body, status=reply.status)
+
+
 def _incoming(request, *, read_body: bool = True) -> Incoming:
     meta = request.META
     body = b""
@@ -47,7 +69,9 @@ def _incoming(request, *, read_body: bool = True) -> Incoming:
         content_type=meta.get("CONTENT_TYPE", ""),
         body=body,
         origin=meta.get("HTTP_ORIGIN", ""),
-        client_ip=meta.get("REMOTE_ADDR") or None,
+        client_ip=client_ip(request),
+        own_origin=f"{request.scheme}://{request.get_host()}",
+        identify=lambda: identify(request),
     )
 
 
@@ -87,3 +111,31 @@ def healthz(request):
 @csrf_exempt
 def not_found(request, *args, **kwargs):
     return error_response(404, "not_found", f"There is nothing at {request.path}. Calls start with POST /call/web.")
+
+
+class PhoneCallView(APIView):
+    """POST /call: a phone call placed by the customer's server with an API key (no browsers: no CORS)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request):
+        answer = call_phone_start(
+            incoming=_incoming(request),
+            authorization=request.META.get("HTTP_AUTHORIZATION"),
+            idempotency_key=request.META.get("HTTP_IDEMPOTENCY_KEY"),
+            max_body_bytes=settings.CALL_MAX_BODY_BYTES,
+        )
+        response = JsonResponse(answer.body, status=answer.status)
+        if answer.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        error = ProxyError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; place a phone call with POST.",
+            headers={"Allow": "POST"},
+        )
+        phone_log_refusal(incoming=_incoming(request, read_body=False), error=error)
+        raise error

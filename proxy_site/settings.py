@@ -1,5 +1,6 @@
 """All settings come from the environment (or a local `.env` file); `.env.example` lists them."""
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -88,8 +89,9 @@ DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL", default="") or
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several threads (runserver, live-server tests) write the call log at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # Several threads (runserver, live-server tests) write the call log at once; IMMEDIATE makes
+    # each transaction take the write lock up front, so admission counts stay exact.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -104,12 +106,16 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
+# Admin messages stay server-side: one of them shows a new server API key, once.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# The call routes read bodies themselves and apply their own, smaller limit.
+# Each route reads its body itself and applies its own limit; webhooks carry whole transcripts.
 CALL_MAX_BODY_BYTES = env.int("CALL_MAX_BODY_BYTES", default=64 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=20 * 1024 * 1024)
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=20 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(CALL_MAX_BODY_BYTES, WEBHOOK_MAX_BODY_BYTES)
 
 # Where the call routes live besides the root: e.g. "vapi" serves /vapi/call/web too.
 PROXY_PATH_PREFIX = env.str("PROXY_PATH_PREFIX", default="").strip("/")
@@ -136,6 +142,7 @@ CORS_PREFLIGHT_MAX_AGE = 600
 
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "calls.errors.drf_exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "calls.errors.AnswerJson",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -161,3 +168,89 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Vapi's server URL (webhooks) ----------------------------------------------------------
+# How Vapi proves a webhook is from Vapi: "secret" (X-Vapi-Secret), "bearer" or "hmac".
+# Unset or without secrets, every webhook is refused (and `manage.py check` says so).
+VAPI_WEBHOOK_AUTH = env.str("VAPI_WEBHOOK_AUTH", default="")
+# Comma-separated; more than one while rotating.
+VAPI_WEBHOOK_SECRETS = [s.strip() for s in _secret("VAPI_WEBHOOK_SECRETS").split(",") if s.strip()]
+VAPI_WEBHOOK_BEARER_HEADER = env.str("VAPI_WEBHOOK_BEARER_HEADER", default="Authorization")
+VAPI_WEBHOOK_BEARER_PREFIX = env.str("VAPI_WEBHOOK_BEARER_PREFIX", default="Bearer ")
+VAPI_WEBHOOK_HMAC_ALGORITHM = env.str("VAPI_WEBHOOK_HMAC_ALGORITHM", default="sha256")
+VAPI_WEBHOOK_SIGNATURE_HEADER = env.str("VAPI_WEBHOOK_SIGNATURE_HEADER", default="x-signature")
+VAPI_WEBHOOK_TIMESTAMP_HEADER = env.str("VAPI_WEBHOOK_TIMESTAMP_HEADER", default="x-timestamp")
+VAPI_WEBHOOK_SIGNED_PAYLOAD = env.str("VAPI_WEBHOOK_SIGNED_PAYLOAD", default="{timestamp}.{body}")
+VAPI_WEBHOOK_SIGNATURE_ENCODING = env.str("VAPI_WEBHOOK_SIGNATURE_ENCODING", default="hex")
+VAPI_WEBHOOK_SIGNATURE_PREFIX = env.str("VAPI_WEBHOOK_SIGNATURE_PREFIX", default="")
+VAPI_WEBHOOK_TOLERANCE_SECONDS = env.int("VAPI_WEBHOOK_TOLERANCE_SECONDS", default=300)
+
+# Inbound phone calls (assistant-request): what the caller hears when the proxy has no assistant.
+PHONE_UNKNOWN_NUMBER_MESSAGE = env.str(
+    "PHONE_UNKNOWN_NUMBER_MESSAGE", default="Sorry, this number is not in service. Goodbye."
+)
+PHONE_UNAVAILABLE_MESSAGE = env.str(
+    "PHONE_UNAVAILABLE_MESSAGE", default="Sorry, we can't take your call right now. Please try again later."
+)
+# Where tool calls, transfer requests and knowledge-base requests go (an assistant may set its own).
+CUSTOMER_BACKEND_URL = env.str("CUSTOMER_BACKEND_URL", default="")
+CUSTOMER_BACKEND_SECRET = _secret("CUSTOMER_BACKEND_SECRET")
+CUSTOMER_BACKEND_TIMEOUT_SECONDS = env.float("CUSTOMER_BACKEND_TIMEOUT_SECONDS", default=10.0)
+
+# Retention (manage.py purge_expired, from cron) and the missed-webhook sweep.
+CALL_LOG_RETENTION_DAYS = env.int("CALL_LOG_RETENTION_DAYS", default=90)
+WEBHOOK_MESSAGE_RETENTION_DAYS = env.int("WEBHOOK_MESSAGE_RETENTION_DAYS", default=30)
+STALE_CALL_MINUTES = env.int("STALE_CALL_MINUTES", default=60)
+
+# --- Who may start calls (README: "Identity") ------------------------------------------------
+# jwt (recommended), session (same-origin, the logged-in Django user) or open (trust the body's
+# userId: local development; with DJANGO_DEBUG off only with PROXY_ALLOW_OPEN_IDENTITY=true).
+PROXY_IDENTITY = env.str("PROXY_IDENTITY", default="jwt")
+PROXY_ALLOW_OPEN_IDENTITY = env.bool("PROXY_ALLOW_OPEN_IDENTITY", default=False)
+if PROXY_IDENTITY == "open" and not DEBUG and not PROXY_ALLOW_OPEN_IDENTITY:
+    raise ImproperlyConfigured(
+        "PROXY_IDENTITY=open trusts any userId a browser sends; with DJANGO_DEBUG off it needs "
+        "PROXY_ALLOW_OPEN_IDENTITY=true as well. Use PROXY_IDENTITY=jwt in production."
+    )
+# Comma-separated HS256 secrets shared with the backend that mints tokens; several while rotating.
+PROXY_JWT_SECRETS = [s.strip() for s in _secret("PROXY_JWT_SECRETS").split(",") if s.strip()]
+PROXY_JWT_AUDIENCE = env.str("PROXY_JWT_AUDIENCE", default="")
+PROXY_JWT_ISSUER = env.str("PROXY_JWT_ISSUER", default="")
+PROXY_JWT_LEEWAY_SECONDS = env.int("PROXY_JWT_LEEWAY_SECONDS", default=30)
+# Behind a load balancer: the header that carries the client's address, and how many proxies
+# append to it (1: take the last address, the one the balancer saw).
+TRUSTED_PROXY_HEADER = env.str("TRUSTED_PROXY_HEADER", default="")
+# Behind a balancer that terminates TLS: the header it sets to say the request was HTTPS, e.g.
+# X-Forwarded-Proto. Only set it when the balancer always sets (or strips) that header.
+_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _ssl_header.upper().replace("-", "_"), "https")
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+# Refused requests per client address per minute before further ones are refused unlogged.
+REFUSAL_THROTTLE_PER_MINUTE = env.int("REFUSAL_THROTTLE_PER_MINUTE", default=30)
+
+
+def _limit(name: str, default, cast=int):
+    """A limit from the environment: empty or "none" means no limit."""
+    raw = env.str(name, default="" if default is None else str(default)).strip().lower()
+    return None if raw in ("", "none") else cast(raw)
+
+
+# --- Limits and quotas (README: "Limits") ----------------------------------------------------
+LIMIT_USER_CALLS_PER_MINUTE = _limit("LIMIT_USER_CALLS_PER_MINUTE", 5)
+LIMIT_USER_CALLS_PER_DAY = _limit("LIMIT_USER_CALLS_PER_DAY", 100)
+LIMIT_USER_CONCURRENT_CALLS = _limit("LIMIT_USER_CONCURRENT_CALLS", 2)
+LIMIT_TYPE_CONCURRENT_CALLS = _limit("LIMIT_TYPE_CONCURRENT_CALLS", None)
+# Vapi organizations have a concurrency limit of their own (10 by default): stay inside it.
+LIMIT_DEPLOYMENT_CONCURRENT_CALLS = _limit("LIMIT_DEPLOYMENT_CONCURRENT_CALLS", 10)
+LIMIT_USER_DAILY_SPEND = _limit("LIMIT_USER_DAILY_SPEND", None, cast=Decimal)
+LIMIT_DEPLOYMENT_DAILY_SPEND = _limit("LIMIT_DEPLOYMENT_DAILY_SPEND", None, cast=Decimal)
+ACTIVE_CALL_GRACE_SECONDS = env.int("ACTIVE_CALL_GRACE_SECONDS", default=120)
+LIMIT_CONCURRENCY_RETRY_AFTER_SECONDS = env.int("LIMIT_CONCURRENCY_RETRY_AFTER_SECONDS", default=30)
+
+# Shared state between processes (refusal throttle): Redis in production, e.g. redis://host:6379/0.
+CACHES = {"default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://")}
+
+# POST /call (phone calls by server API keys): destination numbers must start with one of these
+# E.164 prefixes (toll-fraud guard), e.g. "+1,+44". Empty: no phone call is placed.
+PHONE_ALLOWED_COUNTRY_PREFIXES = env.list("PHONE_ALLOWED_COUNTRY_PREFIXES", default=[])

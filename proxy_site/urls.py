@@ -7,6 +7,7 @@ from django.urls import path, re_path
 from calls import views
 
 call_web = views.CallWebView.as_view()
+call_phone = views.PhoneCallView.as_view()
 
 urlpatterns = [
     path("", views.root, name="root"),
@@ -14,10 +15,15 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The SDK concatenates its base URL and "/call/web": a base ending in "/" gives "//call/web".
     re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),
+    re_path(r"^(?:/)?call/?$", call_phone, name="call-phone"),
+    re_path(r"^webhooks/vapi/?$", views.VapiWebhookView.as_view(), name="vapi-webhook"),
 ]
 if settings.PROXY_PATH_PREFIX:
-    urlpatterns.append(
-        re_path(rf"^{re.escape(settings.PROXY_PATH_PREFIX)}/+call/web/?$", call_web, name="call-web-prefixed")
-    )
+    prefix = re.escape(settings.PROXY_PATH_PREFIX)
+    urlpatterns += [
+        re_path(rf"^{prefix}/+call/web/?$", call_web, name="call-web-prefixed"),
+        re_path(rf"^{prefix}/+call/?$", call_phone, name="call-phone-prefixed"),
+        re_path(rf"^{prefix}/+webhooks/vapi/?$", views.VapiWebhookView.as_view(), name="vapi-webhook-prefixed"),
+    ]
 # Unknown routes answer the JSON error shape, also under DEBUG (Django's 404 page is HTML).
 urlpatterns.append(re_path(r"^(?!admin(/|$)|static/).*$", views.not_found))

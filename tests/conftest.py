@@ -62,7 +62,30 @@ def vapi_settings(settings):
     settings.VAPI_BASE_URL = TEST_VAPI_BASE_URL
     settings.VAPI_UPSTREAM_AUTH = "private_key"
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    # Most tests are about something else: trust the body's userId and set no limits.
+    # Tests of identity and limits set their own.
+    settings.PROXY_IDENTITY = "open"
+    for name in (
+        "LIMIT_USER_CALLS_PER_MINUTE",
+        "LIMIT_USER_CALLS_PER_DAY",
+        "LIMIT_USER_CONCURRENT_CALLS",
+        "LIMIT_TYPE_CONCURRENT_CALLS",
+        "LIMIT_DEPLOYMENT_CONCURRENT_CALLS",
+        "LIMIT_USER_DAILY_SPEND",
+        "LIMIT_DEPLOYMENT_DAILY_SPEND",
+    ):
+        setattr(settings, name, None)
+    settings.REFUSAL_THROTTLE_PER_MINUTE = None
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -334,10 +334,17 @@ def test_it_refuses_the_same_field_twice_with_different_values(client, sales_coa
     assert_refused(response, fake_vapi, HTTPStatus.BAD_REQUEST, "conflicting_field", message)
 
 
+def test_it_refuses_a_missing_user_id_when_the_body_must_say_who_calls(client, sales_coach, fake_vapi):
+    response = post_call(client, {"assistant": {"assistantType": "sales-coach"}})
+
+    assert_refused(
+        response, fake_vapi, HTTPStatus.BAD_REQUEST, "missing_field", "userId is required.", assistant_type="sales-coach"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "code", "message"),
     [
-        ({"assistant": {"assistantType": "sales-coach"}}, "missing_field", "userId is required."),
         ({"assistant": {"userId": "c1"}}, "missing_field", "assistantType is required."),
         (
             {"assistant": {"userId": "", "assistantType": "sales-coach"}},

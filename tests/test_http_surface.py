@@ -613,3 +613,11 @@ def test_a_crash_in_a_plain_view_is_a_json_500(client, settings, monkeypatch, de
     response = client.get("/")
 
     _assert_internal_error(response)
+
+
+def test_it_answers_json_whatever_the_accept_header_says(client, sales_coach, fake_vapi):
+    response = post_call(client, SDK_BODY, HTTP_ACCEPT="text/html")
+
+    assert response.status_code == HTTPStatus.CREATED
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["id"] == "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11"

@@ -212,9 +212,8 @@ def test_it_refuses_the_same_field_twice_with_different_values(body, message):
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"assistantType": "sales-coach"}, (400, "missing_field", "userId is required.")),
         ({"assistant": {"userId": "c1"}}, (400, "missing_field", "assistantType is required.")),
-        ({}, (400, "missing_field", "userId is required.")),
+        ({}, (400, "missing_field", "assistantType is required.")),
         (
             {"assistant": {"userId": "", "assistantType": "sales-coach"}},
             (400, "missing_field", "userId is required (assistant.userId is empty)."),
@@ -275,6 +274,10 @@ def test_it_refuses_the_same_field_twice_with_different_values(body, message):
 )
 def test_it_refuses_a_missing_or_malformed_field(body, expected):
     assert refusal(body) == expected
+
+
+def test_a_body_without_user_id_leaves_the_user_to_the_token_or_session():
+    assert normalize_call_body({"assistantType": "sales-coach"}).user_id is None
 
 
 def test_user_id_of_exactly_the_maximum_length_is_accepted():

@@ -103,8 +103,23 @@ def test_it_answers_502_saying_the_operators_key_is_wrong_when_vapi_refuses_it(
     message = "Vapi refused the proxy's credentials: the operator must check VAPI_API_KEY."
     assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert response.json() == error_body(response, 502, "upstream_auth_failed", message)
-    assert row(response) == failed_row(502, "upstream_auth_failed", message, upstream_status=status)
+    # Staff see Vapi's own explanation on the row; the browser is not told it.
+    staff_detail = f"Vapi refused the proxy's credentials ({status}: {vapi_message}); check VAPI_API_KEY."
+    assert row(response) == failed_row(502, "upstream_auth_failed", staff_detail, upstream_status=status)
     assert_asked_vapi_once(fake_vapi, sales_coach)
+
+
+def test_in_jwt_mode_a_refused_credential_also_points_at_the_org_id(client, sales_coach, fake_vapi, settings):
+    settings.VAPI_UPSTREAM_AUTH = "jwt"
+    settings.VAPI_ORG_ID = "8d0f5a7e-2b1c-4e3d-9f8a-7c6b5a4d3e2f"
+    fake_vapi.reply(401, {"statusCode": 401, "message": "Invalid token", "error": "Unauthorized"})
+
+    response = post_call(client, START)
+
+    assert response.json()["message"] == "Vapi refused the proxy's credentials: the operator must check VAPI_API_KEY."
+    assert CallLog.objects.get().error_detail == (
+        "Vapi refused the proxy's credentials (401: Invalid token); check VAPI_API_KEY and VAPI_ORG_ID."
+    )
 
 
 def test_it_passes_vapis_rate_limit_on_with_its_retry_after(client, sales_coach, fake_vapi):
