@@ -31,6 +31,7 @@ from calls.bodies import (
     read_identifier,
     parse_json_body,
 )
+from calls.db import release_db_connection
 from calls.errors import ProxyError, error_body, short
 from calls.limits import note_refusal, refusals_exceeded
 from calls.models import CallLog
@@ -161,6 +162,7 @@ def _admit(log, incoming, authorization, idempotency_key, max_body_bytes, vapi) 
 
 def _place(log: CallLog, started: float, vapi: VapiClient, *, body: dict) -> PhoneCallAnswer:
     """Asks Vapi for the call the pending row stands for, and settles the row."""
+    release_db_connection()
     try:
         reply = vapi.create_phone_call(body)
     except VapiError as err:

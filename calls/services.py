@@ -18,6 +18,7 @@ from django.utils import timezone
 from assistants.models import EndUser
 from assistants.resolution import resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
+from calls.db import release_db_connection
 from calls.errors import ProxyError, short
 from calls.identity import Identity, check_claims
 from calls.limits import RUNNING, admit, limits_for, note_refusal, refusals_exceeded
@@ -97,6 +98,7 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     if request.room_delete_on_user_leave is not None:
         body["roomDeleteOnUserLeaveEnabled"] = request.room_delete_on_user_leave
 
+    release_db_connection()
     upstream_started = time.monotonic()
     try:
         reply = vapi.create_web_call(body)

@@ -76,6 +76,11 @@ def vapi_settings(settings):
     ):
         setattr(settings, name, None)
     settings.REFUSAL_THROTTLE_PER_MINUTE = None
+    # Production serves hashed files collectstatic made; tests render admin pages without them.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     return settings
 
 
