@@ -161,7 +161,7 @@ class EndUserAdmin(admin.ModelAdmin):
             level = messages.WARNING if counts["failed"] else messages.SUCCESS
             self.message_user(
                 request,
-                f"{user.user_id}: blocked; ended {counts['ended']} live call(s)"
+                f"User {user.user_id}: blocked; ended {counts['ended']} live call(s)"
                 + (f", {counts['failed']} could not be ended (see the server log)." if counts["failed"] else "."),
                 level,
             )

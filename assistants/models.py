@@ -383,7 +383,8 @@ class EndUser(models.Model):
 
     class Meta:
         ordering = ["user_id"]
-        verbose_name = "user"
+        verbose_name = "app user"
+        verbose_name_plural = "app users (blocks and limits)"
 
     def __str__(self):
         return self.user_id

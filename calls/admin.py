@@ -102,7 +102,7 @@ class CallLogAdmin(ReadOnlyAdmin):
         for user_id in user_ids:
             counts = forget_user(user_id)
             summary = ", ".join(f"{count} {what}" for what, count in counts.items())
-            self.message_user(request, f"{user_id}: deleted {summary}.", messages.SUCCESS)
+            self.message_user(request, f"User {user_id}: deleted {summary}.", messages.SUCCESS)
         if not user_ids:
             self.message_user(request, "The selected rows name no user.", messages.WARNING)
 

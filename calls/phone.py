@@ -355,10 +355,12 @@ def check_destination(number: str) -> None:
     """Toll-fraud guard: only numbers under the operator's allowed prefixes are called."""
     prefixes = allowed_prefixes()
     if not prefixes:
+        # The deployment is not set up for phone calls yet: a 503 like a missing Vapi key, which
+        # does not hold an Idempotency-Key, so the same request works once the operator fixes it.
         raise ProxyError(
-            403,
-            "destination_not_allowed",
-            "No destination is allowed yet: the operator must list the country prefixes phone calls "
+            503,
+            "phone_calls_not_configured",
+            "Phone calls are not set up yet: the operator must list the country prefixes phone calls "
             "may go to in PHONE_ALLOWED_COUNTRY_PREFIXES (e.g. +1,+44).",
         )
     if not number.startswith(tuple(prefixes)):

@@ -432,19 +432,30 @@ def test_prefixes_may_be_written_without_the_plus(client, server_key, settings):
     assert response.status_code == HTTPStatus.CREATED
 
 
-def test_without_allowed_prefixes_every_destination_is_refused(client, server_key, fake_vapi, settings):
+def test_without_allowed_prefixes_phone_calls_are_not_configured(client, server_key, fake_vapi, settings):
     settings.PHONE_ALLOWED_COUNTRY_PREFIXES = []
 
     response = place(client, key=server_key.key)
 
     message = (
-        "No destination is allowed yet: the operator must list the country prefixes phone calls "
+        "Phone calls are not set up yet: the operator must list the country prefixes phone calls "
         "may go to in PHONE_ALLOWED_COUNTRY_PREFIXES (e.g. +1,+44)."
     )
-    assert response.status_code == HTTPStatus.FORBIDDEN
-    assert response.json() == error_body(response, 403, "destination_not_allowed", message)
-    assert row(response)["error_code"] == "destination_not_allowed"
+    assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert response.json() == error_body(response, 503, "phone_calls_not_configured", message)
+    assert row(response)["error_code"] == "phone_calls_not_configured"
     assert fake_vapi.requests == []
+
+
+def test_a_retry_after_the_operator_sets_the_prefixes_places_the_call(client, server_key, fake_vapi, settings):
+    settings.PHONE_ALLOWED_COUNTRY_PREFIXES = []
+    first = place(client, key=server_key.key, HTTP_IDEMPOTENCY_KEY="reminder-8412")
+    settings.PHONE_ALLOWED_COUNTRY_PREFIXES = ["+1"]
+
+    retry = place(client, key=server_key.key, HTTP_IDEMPOTENCY_KEY="reminder-8412")
+
+    assert (first.status_code, retry.status_code) == (HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.CREATED)
+    assert len(fake_vapi.requests) == 1
 
 
 def test_it_refuses_a_blocked_user(client, server_key, fake_vapi):
