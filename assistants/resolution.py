@@ -6,6 +6,7 @@ One code path for every way a call starts, so what staff configure is what Vapi 
 from dataclasses import dataclass
 
 from assistants.models import Assistant, AssistantType, UserMapping
+from calls.db import unique_row
 from calls.errors import ProxyError
 
 
@@ -30,15 +31,15 @@ class Resolution:
 
 def resolve_assistant(*, user_id: str, assistant_type: str, client_variables: dict) -> Resolution:
     """Finds the user's assistant for the type and merges variables: defaults < client < mapping."""
-    mapping = (
-        UserMapping.objects.select_related("assistant", "assistant_type")
-        .filter(user_id=user_id, assistant_type__slug=assistant_type)
-        .first()
+    mapping = unique_row(
+        UserMapping.objects.select_related("assistant", "assistant_type").filter(
+            user_id=user_id, assistant_type__slug=assistant_type
+        )
     )
     if mapping is not None:
         kind = mapping.assistant_type
     else:
-        kind = AssistantType.objects.select_related("default_assistant").filter(slug=assistant_type).first()
+        kind = unique_row(AssistantType.objects.select_related("default_assistant").filter(slug=assistant_type))
     if kind is None or not kind.is_active:
         raise ProxyError(
             404,

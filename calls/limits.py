@@ -21,6 +21,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from assistants.models import EndUser, UserMapping
+from calls.db import savepoint_if_nested
 from calls.errors import ProxyError
 from calls.models import AdmissionLock, CallLog
 
@@ -85,7 +86,8 @@ def admit(log: CallLog, *, limits: Limits, max_duration_seconds: int, now: datet
     """Saves `log` as pending if every limit has room; raises a 429 ProxyError naming the limit otherwise."""
     now = now or timezone.now()
     keys = _lock_keys(log, limits)
-    with transaction.atomic():
+    # Without limits there is nothing to lock or count: the INSERT alone needs no transaction.
+    with transaction.atomic() if keys else savepoint_if_nested():
         if keys:
             _lock(keys)
             _check(log, limits, now)

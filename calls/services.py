@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from assistants.models import EndUser
 from assistants.resolution import resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
-from calls.db import release_db_connection
+from calls.db import release_db_connection, savepoint_if_nested, unique_row
 from calls.errors import ProxyError, short
 from calls.identity import Identity, check_claims
 from calls.limits import RUNNING, admit, limits_for, note_refusal, refusals_exceeded
@@ -128,7 +128,7 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     log.status_code = reply.status
     log.latency_ms = elapsed_ms(started)
     try:
-        with transaction.atomic():
+        with savepoint_if_nested():
             log.save(
                 update_fields=["upstream_status", "vapi_call_id", "control_url", "outcome", "status_code", "latency_ms"]
             )
@@ -153,7 +153,7 @@ def admit_resolved_call(
 ):
     """The checks every call start shares once the caller is known: blocked user, resolution,
     Vapi key, limits. Writes the pending row; returns the resolution."""
-    end_user = EndUser.objects.filter(user_id=user_id).first()
+    end_user = unique_row(EndUser.objects.filter(user_id=user_id))
     if end_user is not None and end_user.is_blocked:
         raise ProxyError(403, "user_blocked", "This user may not start calls; contact support.")
     resolution = resolve_assistant(user_id=user_id, assistant_type=assistant_type, client_variables=client_variables)
