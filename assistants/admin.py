@@ -1,10 +1,9 @@
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import Count
 
+from assistants.forms import StaffJSONField
 from assistants.models import (
     EXAMPLE_VAPI_ID,
     Assistant,
@@ -16,26 +15,15 @@ from assistants.models import (
     UserMapping,
 )
 
-INVALID_JSON = "This is not valid JSON: check the quotes, commas and braces, e.g. {example}."
+class StaffJSONMixin:
+    """Every JSON field of the model as a monospace box that says where invalid JSON is broken."""
 
+    json_rows: dict[str, int] = {}
 
-class PrettyJSONField(forms.JSONField):
-    """Shows stored JSON indented, one key a line, so a long assistant config can be edited by hand."""
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        if value is None:  # an empty box, not the word null
-            return ""
-        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
-
-
-JSON_FIELD_OVERRIDES = {
-    models.JSONField: {
-        "form_class": PrettyJSONField,
-        "widget": forms.Textarea(attrs={"rows": 8, "cols": 80, "style": "font-family: monospace"}),
-    }
-}
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.JSONField):
+            return db_field.formfield(form_class=StaffJSONField, rows=self.json_rows.get(db_field.name, 8), **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 class AssistantAdminForm(forms.ModelForm):
@@ -46,17 +34,6 @@ class AssistantAdminForm(forms.ModelForm):
             "vapi_assistant_id": {
                 "invalid": f"Enter the assistant's id from the Vapi dashboard, e.g. {EXAMPLE_VAPI_ID}.",
             },
-            "config": {"invalid": INVALID_JSON.format(example='{"firstMessage": "Hi"}')},
-            "default_variables": {"invalid": INVALID_JSON.format(example='{"companyName": "Acme"}')},
-        }
-
-
-class UserMappingAdminForm(forms.ModelForm):
-    class Meta:
-        model = UserMapping
-        fields = "__all__"
-        error_messages = {
-            "variable_values": {"invalid": INVALID_JSON.format(example='{"customerName": "Ana"}')},
         }
 
 
@@ -68,9 +45,9 @@ class ClientVariableInline(admin.TabularInline):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(admin.ModelAdmin):
+class AssistantAdmin(StaffJSONMixin, admin.ModelAdmin):
     form = AssistantAdminForm
-    formfield_overrides = JSON_FIELD_OVERRIDES
+    json_rows = {"config": 24, "default_variables": 6}
     list_display = ("name", "kind", "vapi_assistant_id", "is_active", "updated_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "vapi_assistant_id")
@@ -102,9 +79,8 @@ class AssistantTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserMapping)
-class UserMappingAdmin(admin.ModelAdmin):
-    form = UserMappingAdminForm
-    formfield_overrides = JSON_FIELD_OVERRIDES
+class UserMappingAdmin(StaffJSONMixin, admin.ModelAdmin):
+    json_rows = {"variable_values": 6}
     list_display = ("user_id", "assistant_type", "assistant", "updated_at")
     list_filter = ("assistant_type", "assistant")
     search_fields = ("user_id",)

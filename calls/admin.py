@@ -133,6 +133,7 @@ from django import forms  # noqa: E402
 from django.db.models import Q  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from assistants.admin import StaffJSONMixin  # noqa: E402
 from calls.api_keys import SCHEME, is_revoked, save_new_key  # noqa: E402
 from calls.models import ApiKey  # noqa: E402
 
@@ -152,10 +153,11 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(StaffJSONMixin, admin.ModelAdmin):
     """Keys for the customer's servers. The key is shown once, when it is added; only its hash is kept."""
 
     form = ApiKeyForm
+    json_rows = {"allowed_phone_number_ids": 4}
     list_display = ("name", "prefix", "revoked", "last_used_at")
     search_fields = ("name", "prefix")
     search_help_text = "Search by name or by the part of the key after vp_ (its prefix)."
