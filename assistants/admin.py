@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from simple_history.admin import SimpleHistoryAdmin
 
 from assistants.forms import StaffJSONField
 from assistants.models import (
@@ -59,7 +60,7 @@ class ClientVariableInline(admin.TabularInline):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(StaffJSONMixin, admin.ModelAdmin):
+class AssistantAdmin(StaffJSONMixin, SimpleHistoryAdmin):
     form = AssistantAdminForm
     json_rows = {"config": 24, "default_variables": 6}
     list_display = ("name", "kind", "vapi_assistant_id", "is_active", "updated_at")
@@ -91,7 +92,7 @@ class AssistantAdmin(StaffJSONMixin, admin.ModelAdmin):
         if not (self.has_add_permission(request) and self.has_change_permission(request)):
             raise PermissionDenied
         try:
-            result = import_assistants_from_vapi(get_vapi_client())
+            result = import_assistants_from_vapi(get_vapi_client(), by=request.user)
         except VapiError as err:
             logger.warning("importing assistants from Vapi failed: %s", err)
             self.message_user(request, import_error_message(err), messages.ERROR)
@@ -136,7 +137,7 @@ class CallPreviewForm(forms.Form):
 
 
 @admin.register(AssistantType)
-class AssistantTypeAdmin(admin.ModelAdmin):
+class AssistantTypeAdmin(SimpleHistoryAdmin):
     list_display = ("slug", "description", "default_assistant", "mapped_users_only", "mapping_count", "is_active")
     list_filter = ("is_active", "mapped_users_only")
     search_fields = ("slug", "description")
@@ -185,7 +186,7 @@ class AssistantTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserMapping)
-class UserMappingAdmin(StaffJSONMixin, admin.ModelAdmin):
+class UserMappingAdmin(StaffJSONMixin, SimpleHistoryAdmin):
     json_rows = {"variable_values": 6}
     list_display = ("user_id", "assistant_type", "assistant", "updated_at")
     list_filter = ("assistant_type", "assistant")

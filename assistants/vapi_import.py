@@ -44,11 +44,12 @@ class ImportResult:
         return text[0].upper() + text[1:] + "."
 
 
-def import_assistants_from_vapi(vapi: VapiClient, *, limit: int | None = None) -> ImportResult:
+def import_assistants_from_vapi(vapi: VapiClient, *, limit: int | None = None, by=None) -> ImportResult:
     """Creates or renames permanent assistants to match Vapi's list, keyed by Vapi id.
 
     Only the name comes from Vapi: everything staff set (active, variables, backend URL, notes)
     is kept, and transient assistants are never touched. Raises VapiError when Vapi can't be asked.
+    `by` (a staff user) is who the assistants' history names for these changes.
     """
     limit = limit or IMPORT_LIMIT
     listed = vapi.list_assistants(limit=limit)
@@ -64,12 +65,15 @@ def import_assistants_from_vapi(vapi: VapiClient, *, limit: int | None = None) -
                 Assistant.objects.filter(kind=Assistant.Kind.PERMANENT, vapi_assistant_id=vapi_id).order_by("pk").first()
             )
             if existing is None:
-                created = Assistant.objects.create(
+                created = Assistant(
                     name=_free_name(wanted, vapi_id, exclude_pk=None),
                     kind=Assistant.Kind.PERMANENT,
                     vapi_assistant_id=vapi_id,
                     notes="Imported from Vapi.",
                 )
+                created._history_user = by
+                created._change_reason = "Imported from Vapi"
+                created.save()
                 result.created.append(created.name)
                 continue
             name = _free_name(wanted, vapi_id, exclude_pk=existing.pk)
@@ -77,6 +81,8 @@ def import_assistants_from_vapi(vapi: VapiClient, *, limit: int | None = None) -
                 result.unchanged += 1
                 continue
             existing.name = name
+            existing._history_user = by
+            existing._change_reason = "Name updated from Vapi"
             existing.save(update_fields=["name", "updated_at"])
             result.updated.append(name)
     return result
