@@ -98,6 +98,7 @@ class CallLogAdmin(ReadOnlyAdmin):
         "assistant_type",
         "assistant",
         "outcome",
+        "call_status",
         "duration",
         "cost_usd",
         "error_code",
