@@ -36,7 +36,7 @@ def bar_chart_svg(*, chart_id: str, title: str, days: list[date], values: list, 
     # A date under every 7th bar, counted back from today so the last bar is always labelled.
     ticks = format_html_join(
         "",
-        '<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>',
+        '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="middle">{}</text>',
         (
             (f"{LEFT + index * slot + slot / 2:.1f}", HEIGHT - 8, f"{day:%d %b}")
             for index, day in enumerate(days)
@@ -48,8 +48,8 @@ def bar_chart_svg(*, chart_id: str, title: str, days: list[date], values: list, 
         'xmlns="http://www.w3.org/2000/svg" style="max-width: 100%; height: auto; font-family: sans-serif">'
         "<title>{}</title>"
         '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="currentColor" stroke-opacity="0.4"/>'
-        '<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>'
-        '<text x="{}" y="{}" font-size="11" text-anchor="end">0</text>'
+        '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">{}</text>'
+        '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">0</text>'
         "{}{}</svg>",
         chart_id,
         title,
