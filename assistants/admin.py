@@ -1,10 +1,17 @@
 import json
+import logging
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
+from django.template.response import TemplateResponse
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from simple_history.admin import SimpleHistoryAdmin
 
+from assistants.forms import StaffJSONField
 from assistants.models import (
     EXAMPLE_VAPI_ID,
     Assistant,
@@ -15,27 +22,23 @@ from assistants.models import (
     PhoneRoute,
     UserMapping,
 )
+from assistants.vapi_import import import_assistants_from_vapi, import_error_message
+from calls.errors import ProxyError
+from calls.vapi import VapiError, get_vapi_client
 
-INVALID_JSON = "This is not valid JSON: check the quotes, commas and braces, e.g. {example}."
+logger = logging.getLogger("assistants")
 
+admin.site.index_template = "admin/staff_index.html"  # the usual index with a "Tools" box on top
 
-class PrettyJSONField(forms.JSONField):
-    """Shows stored JSON indented, one key a line, so a long assistant config can be edited by hand."""
+class StaffJSONMixin:
+    """Every JSON field of the model as a monospace box that says where invalid JSON is broken."""
 
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        if value is None:  # an empty box, not the word null
-            return ""
-        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+    json_rows: dict[str, int] = {}
 
-
-JSON_FIELD_OVERRIDES = {
-    models.JSONField: {
-        "form_class": PrettyJSONField,
-        "widget": forms.Textarea(attrs={"rows": 8, "cols": 80, "style": "font-family: monospace"}),
-    }
-}
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.JSONField):
+            return db_field.formfield(form_class=StaffJSONField, rows=self.json_rows.get(db_field.name, 8), **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 class AssistantAdminForm(forms.ModelForm):
@@ -46,17 +49,6 @@ class AssistantAdminForm(forms.ModelForm):
             "vapi_assistant_id": {
                 "invalid": f"Enter the assistant's id from the Vapi dashboard, e.g. {EXAMPLE_VAPI_ID}.",
             },
-            "config": {"invalid": INVALID_JSON.format(example='{"firstMessage": "Hi"}')},
-            "default_variables": {"invalid": INVALID_JSON.format(example='{"companyName": "Acme"}')},
-        }
-
-
-class UserMappingAdminForm(forms.ModelForm):
-    class Meta:
-        model = UserMapping
-        fields = "__all__"
-        error_messages = {
-            "variable_values": {"invalid": INVALID_JSON.format(example='{"customerName": "Ana"}')},
         }
 
 
@@ -68,9 +60,9 @@ class ClientVariableInline(admin.TabularInline):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(admin.ModelAdmin):
+class AssistantAdmin(StaffJSONMixin, SimpleHistoryAdmin):
     form = AssistantAdminForm
-    formfield_overrides = JSON_FIELD_OVERRIDES
+    json_rows = {"config": 24, "default_variables": 6}
     list_display = ("name", "kind", "vapi_assistant_id", "is_active", "updated_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "vapi_assistant_id")
@@ -84,9 +76,68 @@ class AssistantAdmin(admin.ModelAdmin):
         (None, {"fields": ("notes",)}),
     )
 
+    def get_urls(self):
+        importer = path(
+            "import-from-vapi/",
+            self.admin_site.admin_view(self.import_from_vapi_view),
+            name="assistants_assistant_import_from_vapi",
+        )
+        return [importer, *super().get_urls()]
+
+    def import_from_vapi_view(self, request):
+        """Creates or renames permanent assistants from Vapi's list; says what changed."""
+        changelist = reverse("admin:assistants_assistant_changelist")
+        if request.method != "POST":
+            return HttpResponseRedirect(changelist)
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        try:
+            result = import_assistants_from_vapi(get_vapi_client(), by=request.user)
+        except VapiError as err:
+            logger.warning("importing assistants from Vapi failed: %s", err)
+            self.message_user(request, import_error_message(err), messages.ERROR)
+            return HttpResponseRedirect(changelist)
+        self.message_user(request, result.summary(), messages.SUCCESS)
+        if result.truncated:
+            self.message_user(
+                request,
+                f"Vapi listed {result.limit} assistants, the most one import asks for; any beyond those "
+                "(the oldest) were not imported.",
+                messages.WARNING,
+            )
+        return HttpResponseRedirect(changelist)
+
+
+class CallPreviewForm(forms.Form):
+    assistant_type = forms.ChoiceField(label="Assistant type", help_text="What the app sends as assistantType.")
+    user_id = forms.CharField(
+        label="User id", strip=False, help_text="The userId as the customer's app knows it (case matters)."
+    )
+    variables = StaffJSONField(
+        label="Client variables",
+        required=False,
+        rows=6,
+        help_text='What the app would send as variableValues, e.g. {"topic": "renewals"}. Leave empty for none.',
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["assistant_type"].choices = [("", "---------")] + [
+            (slug, slug if active else f"{slug} (inactive)")
+            for slug, active in AssistantType.objects.order_by("slug").values_list("slug", "is_active")
+        ]
+
+    def clean_variables(self):
+        value = self.cleaned_data["variables"]
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Enter a JSON object such as {"topic": "renewals"}, or leave this empty.')
+        return value
+
 
 @admin.register(AssistantType)
-class AssistantTypeAdmin(admin.ModelAdmin):
+class AssistantTypeAdmin(SimpleHistoryAdmin):
     list_display = ("slug", "description", "default_assistant", "mapped_users_only", "mapping_count", "is_active")
     list_filter = ("is_active", "mapped_users_only")
     search_fields = ("slug", "description")
@@ -100,11 +151,43 @@ class AssistantTypeAdmin(admin.ModelAdmin):
     def mapping_count(self, obj):
         return obj.mapping_count
 
+    def get_urls(self):
+        preview = path("preview/", self.admin_site.admin_view(self.call_preview_view), name="assistants_call_preview")
+        return [preview, *super().get_urls()]
+
+    def call_preview_view(self, request):
+        """Shows what Vapi would receive for a web call, built by the live path's code; calls nobody."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        from calls.services import preview_web_call
+
+        bound = "user_id" in request.GET
+        form = CallPreviewForm(request.GET if bound else None, initial={"assistant_type": request.GET.get("assistant_type")})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Preview a web call",
+            "opts": self.model._meta,
+            "form": form,
+            "vapi_configured": get_vapi_client().configured,
+        }
+        if bound and form.is_valid():
+            try:
+                resolution, body = preview_web_call(
+                    user_id=form.cleaned_data["user_id"],
+                    assistant_type=form.cleaned_data["assistant_type"],
+                    client_variables=form.cleaned_data["variables"],
+                )
+            except ProxyError as err:
+                context["refusal"] = err
+            else:
+                context["resolution"] = resolution
+                context["body_json"] = json.dumps(body, indent=2, ensure_ascii=False)
+        return TemplateResponse(request, "admin/assistants/call_preview.html", context)
+
 
 @admin.register(UserMapping)
-class UserMappingAdmin(admin.ModelAdmin):
-    form = UserMappingAdminForm
-    formfield_overrides = JSON_FIELD_OVERRIDES
+class UserMappingAdmin(StaffJSONMixin, SimpleHistoryAdmin):
+    json_rows = {"variable_values": 6}
     list_display = ("user_id", "assistant_type", "assistant", "updated_at")
     list_filter = ("assistant_type", "assistant")
     search_fields = ("user_id",)

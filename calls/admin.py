@@ -1,11 +1,23 @@
+import csv
 import json
+from datetime import datetime
+from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from calls.charts import bar_chart_svg
 from calls.models import CallLog, WebhookMessage
 from calls.redaction import redact
 from calls.retention import forget_user
+from calls.stats import daily_call_stats
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -30,6 +42,54 @@ def pretty_json(value):
     )
 
 
+# The call log as a spreadsheet: plain headers, nothing secret (no control or recording URLs,
+# transcripts or client IPs).
+CSV_COLUMNS = (
+    ("time", "created_at"),
+    ("user id", "user_id"),
+    ("assistant type", "assistant_type"),
+    ("assistant", "assistant__name"),
+    ("outcome", "outcome"),
+    ("status returned", "status_code"),
+    ("error code", "error_code"),
+    ("detail", "error_detail"),
+    ("call status", "call_status"),
+    ("ended reason", "ended_reason"),
+    ("duration (s)", "duration_seconds"),
+    ("cost (USD)", "cost"),
+    ("Vapi call id", "vapi_call_id"),
+    ("request id", "request_id"),
+    ("route", "route"),
+    ("origin", "origin"),
+)
+
+
+class _Echo:
+    """A file for csv.writer that hands each written line back instead of keeping it."""
+
+    def write(self, value):
+        return value
+
+
+def csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        # A cell starting like a formula would run as one in a spreadsheet; userIds come from clients.
+        return "'" + value
+    return str(value)
+
+
+def call_log_csv_rows(queryset):
+    """The header and then one row per call-log entry of `queryset`, in its order, as lists of text."""
+    yield [f"{header} ({settings.TIME_ZONE})" if field == "created_at" else header for header, field in CSV_COLUMNS]
+    fields = [field for _, field in CSV_COLUMNS]
+    for values in queryset.values_list(*fields).iterator(chunk_size=2000):
+        yield [csv_cell(value) for value in values]
+
+
 @admin.register(CallLog)
 class CallLogAdmin(ReadOnlyAdmin):
     list_display = (
@@ -38,13 +98,20 @@ class CallLogAdmin(ReadOnlyAdmin):
         "assistant_type",
         "assistant",
         "outcome",
-        "status_code",
         "call_status",
-        "duration_seconds",
-        "cost",
+        "duration",
+        "cost_usd",
         "error_code",
     )
-    list_filter = ("outcome", "assistant", "created_at", "route", "call_status", "error_code")
+    list_filter = (
+        "outcome",
+        "assistant",
+        ("assistant_type", admin.AllValuesFieldListFilter),
+        "created_at",
+        "route",
+        "call_status",
+        "error_code",
+    )
     search_fields = ("user_id", "vapi_call_id", "request_id")
     search_help_text = "Search by user id, Vapi call id, or the requestId from an error answer."
     list_select_related = ("assistant",)
@@ -74,6 +141,83 @@ class CallLogAdmin(ReadOnlyAdmin):
             },
         ),
     )
+
+    @admin.display(description="duration", ordering="duration_seconds")
+    def duration(self, obj):
+        if obj.duration_seconds is None:
+            return None  # shown as the admin's blank mark
+        minutes, seconds = divmod(int(obj.duration_seconds + 0.5), 60)
+        return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_usd(self, obj):
+        return None if obj.cost is None else f"${obj.cost:,.4f}"
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("export.csv", self.admin_site.admin_view(self.csv_view), name="%s_%s_export_csv" % info),
+            path("charts/", self.admin_site.admin_view(self.charts_view), name="%s_%s_charts" % info),
+            *super().get_urls(),
+        ]
+
+    def csv_view(self, request):
+        """The rows the changelist shows for the same filters, search and order, all pages, streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "That filter does not apply to the call log; nothing was downloaded.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:calls_calllog_changelist"))
+        writer = csv.writer(_Echo())
+        rows = call_log_csv_rows(changelist.get_queryset(request))
+        filename = f"call-log-{timezone.localtime():%Y-%m-%d-%H%M}.csv"
+        return StreamingHttpResponse(
+            (writer.writerow(row) for row in rows),
+            content_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    def charts_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        stats = daily_call_stats(days=30)
+        days = [day.day for day in stats]
+        charts = [
+            bar_chart_svg(
+                chart_id="chart-calls", title="Calls per day", days=days, values=[d.calls for d in stats], color="#417690"
+            ),
+            bar_chart_svg(
+                chart_id="chart-failures",
+                title="Failures per day (rejected or failed)",
+                days=days,
+                values=[d.failures for d in stats],
+                color="#ba2121",
+            ),
+            bar_chart_svg(
+                chart_id="chart-cost",
+                title="Cost per day (USD)",
+                days=days,
+                values=[d.cost for d in stats],
+                unit="$",
+                color="#79aec8",
+            ),
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Call charts: the last 30 days",
+            "opts": self.opts,
+            "charts": charts,
+            "stats": stats,
+            "time_zone": settings.TIME_ZONE,
+            "totals": {
+                "calls": sum(d.calls for d in stats),
+                "failures": sum(d.failures for d in stats),
+                "cost": sum((d.cost for d in stats), Decimal(0)),
+            },
+        }
+        return TemplateResponse(request, "admin/calls/calllog/charts.html", context)
 
     @admin.display(description="cost breakdown")
     def cost_breakdown_view(self, obj):
@@ -131,8 +275,8 @@ class WebhookMessageAdmin(ReadOnlyAdmin):
 # Imported here rather than at the top: this section is kept separate from the rest of the file.
 from django import forms  # noqa: E402
 from django.db.models import Q  # noqa: E402
-from django.utils import timezone  # noqa: E402
 
+from assistants.admin import StaffJSONMixin  # noqa: E402
 from calls.api_keys import SCHEME, is_revoked, save_new_key  # noqa: E402
 from calls.models import ApiKey  # noqa: E402
 
@@ -152,10 +296,11 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(StaffJSONMixin, admin.ModelAdmin):
     """Keys for the customer's servers. The key is shown once, when it is added; only its hash is kept."""
 
     form = ApiKeyForm
+    json_rows = {"allowed_phone_number_ids": 4}
     list_display = ("name", "prefix", "revoked", "last_used_at")
     search_fields = ("name", "prefix")
     search_help_text = "Search by name or by the part of the key after vp_ (its prefix)."

@@ -48,6 +48,8 @@ def forget_user(user_id: str) -> dict:
             ).delete()[0],
             "call log entries": calls.delete()[0],
             "user mappings": UserMapping.objects.filter(user_id=user_id).delete()[0],
+            # The mappings' history holds the userId and its variable values too.
+            "mapping history entries": UserMapping.history.filter(user_id=user_id).delete()[0],
             "phone callers": PhoneCaller.objects.filter(user_id=user_id).delete()[0],
             # A blocked user's row stays (it holds only the id and the block): forgetting must not unblock.
             "user settings": EndUser.objects.filter(user_id=user_id, is_blocked=False).delete()[0],

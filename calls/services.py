@@ -16,7 +16,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from assistants.models import EndUser
-from assistants.resolution import resolve_assistant
+from assistants.resolution import Resolution, resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
 from calls.db import release_db_connection, savepoint_if_nested, unique_row
 from calls.errors import ProxyError, short
@@ -94,9 +94,7 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
         finish_call_log(log, started, outcome=CallLog.Outcome.FAILED, error=internal_error())
         raise
 
-    body = resolution.vapi_body(call_log_id=log.pk)
-    if request.room_delete_on_user_leave is not None:
-        body["roomDeleteOnUserLeaveEnabled"] = request.room_delete_on_user_leave
+    body = web_call_body(resolution, call_log_id=log.pk, room_delete_on_user_leave=request.room_delete_on_user_leave)
 
     release_db_connection()
     upstream_started = time.monotonic()
@@ -148,15 +146,49 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     return StartedCall(status=reply.status, body=answer, call_log=log)
 
 
+def web_call_body(resolution: Resolution, *, call_log_id: int | None, room_delete_on_user_leave=None) -> dict:
+    """The body of Vapi's POST /call/web for a resolved call start."""
+    body = resolution.vapi_body(call_log_id=call_log_id)
+    if room_delete_on_user_leave is not None:
+        body["roomDeleteOnUserLeaveEnabled"] = room_delete_on_user_leave
+    return body
+
+
+def resolve_for_user(
+    *, user_id: str, assistant_type: str, client_variables: dict
+) -> tuple[EndUser | None, Resolution]:
+    """Refuses a blocked user, then resolves the assistant; returns the user's row (if any) and the resolution."""
+    end_user = unique_row(EndUser.objects.filter(user_id=user_id))
+    if end_user is not None and end_user.is_blocked:
+        raise ProxyError(403, "user_blocked", "This user may not start calls; contact support.")
+    resolution = resolve_assistant(user_id=user_id, assistant_type=assistant_type, client_variables=client_variables)
+    return end_user, resolution
+
+
+def preview_web_call(*, user_id: str, assistant_type: str, client_variables: dict) -> tuple[Resolution, dict]:
+    """What Vapi would receive if this user's app started a web call now, without calling Vapi or
+    logging anything: the same body parsing, refusals and body building as `call_web_start`.
+
+    Returns the resolution and the body; raises the ProxyError the live call would get. Identity,
+    limits and the Vapi key are not checked, and `metadata.callLogId` is left out: a live call gets
+    the id of the call-log row it writes."""
+    request = normalize_call_body(
+        {"assistant": {"userId": user_id, "assistantType": assistant_type, "variableValues": client_variables}}
+    )
+    _, resolution = resolve_for_user(
+        user_id=request.user_id, assistant_type=request.assistant_type, client_variables=request.variables
+    )
+    return resolution, web_call_body(resolution, call_log_id=None)
+
+
 def admit_resolved_call(
     log: CallLog, *, user_id: str, assistant_type: str, client_variables: dict, vapi: VapiClient, api_key=None
 ):
     """The checks every call start shares once the caller is known: blocked user, resolution,
     Vapi key, limits. Writes the pending row; returns the resolution."""
-    end_user = unique_row(EndUser.objects.filter(user_id=user_id))
-    if end_user is not None and end_user.is_blocked:
-        raise ProxyError(403, "user_blocked", "This user may not start calls; contact support.")
-    resolution = resolve_assistant(user_id=user_id, assistant_type=assistant_type, client_variables=client_variables)
+    end_user, resolution = resolve_for_user(
+        user_id=user_id, assistant_type=assistant_type, client_variables=client_variables
+    )
     log.assistant = resolution.assistant
     if not vapi.configured:
         raise ProxyError(

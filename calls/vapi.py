@@ -132,7 +132,23 @@ class VapiClient:
     def close(self) -> None:
         self._http.close()
 
+    def list_assistants(self, *, limit: int = 1000) -> list[dict]:
+        """The organization's assistants (Vapi's GET /assistant, newest first), at most `limit` of them."""
+        response = self._send("GET", "/assistant", params={"limit": limit})
+        data = self._json(response)
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise VapiInvalidResponse("Vapi's answer was not a list of assistants.", status=response.status_code)
+        return data
+
     def _request(self, method: str, path: str, **kwargs) -> VapiReply:
+        response = self._send(method, path, **kwargs)
+        data = self._json(response)
+        if not isinstance(data, dict):
+            raise VapiInvalidResponse("Vapi's answer was not a JSON object.", status=response.status_code)
+        return VapiReply(status=response.status_code, data=data)
+
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """Sends with the credential; returns a 2xx response, or raises a VapiError."""
         if not self.configured:
             raise VapiNotConfigured("VAPI_API_KEY is not set.")
         credential = self._credential()
@@ -144,18 +160,19 @@ class VapiClient:
         except httpx.HTTPError as err:
             raise VapiUnreachable(f"Vapi could not be reached ({type(err).__name__}).") from err
         if response.is_success:
-            try:
-                data = response.json()
-            except ValueError as err:
-                raise VapiInvalidResponse("Vapi's answer was not JSON.", status=response.status_code) from err
-            if not isinstance(data, dict):
-                raise VapiInvalidResponse("Vapi's answer was not a JSON object.", status=response.status_code)
-            return VapiReply(status=response.status_code, data=data)
+            return response
         raise VapiResponseError(
             response.status_code,
             self._scrub(_error_message(response), credential),
             retry_after=response.headers.get("Retry-After"),
         )
+
+    @staticmethod
+    def _json(response: httpx.Response):
+        try:
+            return response.json()
+        except ValueError as err:
+            raise VapiInvalidResponse("Vapi's answer was not JSON.", status=response.status_code) from err
 
     def _credential(self) -> str:
         if self.upstream_auth != "jwt":

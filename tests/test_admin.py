@@ -160,12 +160,15 @@ def test_a_transient_assistant_with_invalid_json_shows_one_message_at_the_config
     response = admin_client.post("/admin/assistants/assistant/add/", assistant_form(config='{"firstMessage": "Hi",}'))
 
     assert messages_of(field_errors(response)) == {
-        "config": ['This is not valid JSON: check the quotes, commas and braces, e.g. {"firstMessage": "Hi"}.']
+        "config": [
+            "This is not valid JSON: line 1, column 23: a name is not in double quotes, "
+            "or there is a comma after the last item."
+        ]
     }
     assertContains(
         response,
-        '<ul class="errorlist" id="id_config_error"><li>This is not valid JSON: check the quotes, commas and '
-        'braces, e.g. {&quot;firstMessage&quot;: &quot;Hi&quot;}.</li></ul>',
+        '<ul class="errorlist" id="id_config_error"><li>This is not valid JSON: line 1, column 23: a name is not '
+        "in double quotes, or there is a comma after the last item.</li></ul>",
         html=True,
     )
     assert response.context["adminform"].form["config"].value() == '{"firstMessage": "Hi",}'
@@ -389,7 +392,8 @@ def test_a_second_mapping_for_the_same_user_and_type_is_refused(admin_client, al
     [
         (
             "{customerName: Dave}",
-            'This is not valid JSON: check the quotes, commas and braces, e.g. {"customerName": "Ana"}.',
+            "This is not valid JSON: line 1, column 2: a name is not in double quotes, "
+            "or there is a comma after the last item.",
         ),
         ('["Dave"]', 'Enter a JSON object such as {"companyName": "Acme"}, or leave this empty.'),
         (

@@ -230,9 +230,12 @@ def test_forget_user_deletes_one_users_calls_messages_mappings_and_numbers(three
         "webhook messages": 2,
         "call log entries": 2,
         "user mappings": 1,
+        "mapping history entries": 2,  # the mapping's creation, and its deletion just now
         "phone callers": 1,
         "user settings": 0,
     }
+    assert not UserMapping.history.filter(user_id="bob").exists()
+    assert sorted(set(UserMapping.history.values_list("user_id", flat=True))) == ["alice", "carol"]
     assert everything() == {
         "call logs": ["alice-call", "alice-refused", "carol-call", "carol-refused", "nobody-refused"],
         "messages": ["alice-status", "alice-unlinked", "carol-status", "carol-unlinked", "no-call"],
@@ -251,8 +254,8 @@ def test_the_forget_user_command_forgets_two_users_and_says_what_it_deleted(thre
     output = forget_command("alice", "carol")
 
     assert output == (
-        "alice: deleted 2 webhook messages, 2 call log entries, 1 user mappings, 1 phone callers, 0 user settings.\n"
-        "carol: deleted 2 webhook messages, 2 call log entries, 1 user mappings, 1 phone callers, 0 user settings.\n"
+        "alice: deleted 2 webhook messages, 2 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings.\n"
+        "carol: deleted 2 webhook messages, 2 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings.\n"
     )
     assert everything() == {
         "call logs": ["bob-call", "bob-refused", "nobody-refused"],
@@ -267,8 +270,8 @@ def test_forgetting_an_unknown_or_already_forgotten_user_deletes_nothing(three_u
     before = everything()
 
     assert forget_command("alice", "dave") == (
-        "alice: deleted 0 webhook messages, 0 call log entries, 0 user mappings, 0 phone callers, 0 user settings.\n"
-        "dave: deleted 0 webhook messages, 0 call log entries, 0 user mappings, 0 phone callers, 0 user settings.\n"
+        "alice: deleted 0 webhook messages, 0 call log entries, 0 user mappings, 0 mapping history entries, 0 phone callers, 0 user settings.\n"
+        "dave: deleted 0 webhook messages, 0 call log entries, 0 user mappings, 0 mapping history entries, 0 phone callers, 0 user settings.\n"
     )
     assert everything() == before
 

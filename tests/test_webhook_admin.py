@@ -353,8 +353,8 @@ def test_the_call_log_list_shows_status_duration_and_cost(admin_client, finished
 
     assert listed(response) == [finished_call]
     assertContains(response, '<td class="field-call_status">ended</td>', html=True)
-    assertContains(response, '<td class="field-duration_seconds">93.5</td>', html=True)
-    assertContains(response, '<td class="field-cost">0.123400</td>', html=True)
+    assertContains(response, '<td class="field-duration">1 min 34 s</td>', html=True)
+    assertContains(response, '<td class="field-cost_usd">$0.1234</td>', html=True)
 
 
 def test_the_call_log_is_searchable_by_vapi_call_id(admin_client, finished_call):
@@ -550,7 +550,7 @@ def test_forgetting_a_user_deletes_their_calls_messages_mappings_and_numbers_and
     response = forget(admin_client, two_users["rows"]["alice 1"])
 
     assert shown_messages(response) == [
-        "User alice: deleted 3 webhook messages, 3 call log entries, 1 user mappings, 1 phone callers, 0 user settings."
+        "User alice: deleted 3 webhook messages, 3 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings."
     ]
     assert what_is_stored() == {
         "call logs": ["req-b1", "req-n1"],
@@ -566,8 +566,8 @@ def test_forgetting_the_users_of_several_rows_names_each_user_once(admin_client,
     response = forget(admin_client, rows["alice 1"], rows["alice 2"], rows["bob"], rows["nobody"])
 
     assert shown_messages(response) == [
-        "User alice: deleted 3 webhook messages, 3 call log entries, 1 user mappings, 1 phone callers, 0 user settings.",
-        "User bob: deleted 1 webhook messages, 1 call log entries, 1 user mappings, 1 phone callers, 0 user settings.",
+        "User alice: deleted 3 webhook messages, 3 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings.",
+        "User bob: deleted 1 webhook messages, 1 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings.",
     ]
     assert what_is_stored() == {
         "call logs": ["req-n1"],
@@ -620,7 +620,7 @@ def test_a_staff_member_with_delete_permission_on_call_logs_may_forget_a_user(vi
 
     assertContains(page, 'value="forget_users"')
     assert shown_messages(response) == [
-        "User bob: deleted 1 webhook messages, 1 call log entries, 1 user mappings, 1 phone callers, 0 user settings."
+        "User bob: deleted 1 webhook messages, 1 call log entries, 1 user mappings, 2 mapping history entries, 1 phone callers, 0 user settings."
     ]
     assert "bob" not in what_is_stored()["call logs"]
 
