@@ -11,24 +11,13 @@ import pytest
 
 from calls.models import CallLog
 from calls.vapi import USER_AGENT, use_vapi_transport
-from tests.conftest import TEST_VAPI_KEY, load_fixture
-from tests.vapi_standin import Received, StandInVapi
+from tests.conftest import TEST_VAPI_KEY
+from tests.vapi_standin import CALL, CLIENT_VIEW, Received, StandInVapi
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
 ORIGIN = "https://app.example.com"
 APP_TOKEN = "public-app-token-0b7e"
-CALL = load_fixture("vapi_call_web_201.json")
-CLIENT_VIEW = {
-    "id": "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11",
-    "webCallUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1",
-    "status": "queued",
-    "type": "webCall",
-    "createdAt": "2026-12-03T10:15:00.000Z",
-    "artifactPlan": {"recordingEnabled": True, "videoRecordingEnabled": False},
-    "transport": {"provider": "daily", "assistantVideoEnabled": False, "callUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1"},
-    "assistant": {"voice": {"provider": "vapi"}},
-}
 # What `vapi.start("sales-coach", {variableValues: {topic}, metadata: {userId}}, undefined, undefined,
 # undefined, {roomDeleteOnUserLeaveEnabled: false})` sends.
 SDK_BODY = {

@@ -13,6 +13,17 @@ import pytest
 from calls.vapi import reset_vapi_client, use_vapi_transport
 
 CALL = json.loads((Path(__file__).parent / "fixtures" / "vapi_call_web_201.json").read_text())
+# What the proxy gives the client for CALL: what the SDK reads, never the config or monitor URLs.
+CLIENT_VIEW = {
+    "id": "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11",
+    "webCallUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1",
+    "status": "queued",
+    "type": "webCall",
+    "createdAt": "2026-12-03T10:15:00.000Z",
+    "artifactPlan": {"recordingEnabled": True, "videoRecordingEnabled": False},
+    "transport": {"provider": "daily", "assistantVideoEnabled": False, "callUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1"},
+    "assistant": {"voice": {"provider": "vapi"}},
+}
 
 
 @dataclass(frozen=True)
