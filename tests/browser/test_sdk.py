@@ -275,4 +275,6 @@ def test_the_real_daily_client_gets_as_far_as_joining(
     assert CallLog.objects.get().outcome == "created"
     assert len(standin_vapi.received) == 1
     assert outside_requests[0] == "https://c.daily.co/call-machine/versioned/0.87.0/static/call-machine-object-bundle.js"
-    assert [e["event"]["type"] for e in events(page, "error")][-1] == "start-method-error"
+    errors = {e["event"]["type"]: e["event"] for e in events(page, "error")}
+    assert errors["daily-call-join-error"]["error"]["message"].startswith(f"Failed to load call object bundle {outside_requests[0]}")
+    assert list(errors)[-1] == "start-method-error"
