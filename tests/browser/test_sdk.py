@@ -47,7 +47,12 @@ def start(page, token, proxy_url, *args):
 
 
 def events(page, name=None):
-    return [e for e in page.evaluate("window.events") if name in (None, e["name"])]
+    """The SDK events the page saw, as {name, event}; only those called `name` if given."""
+    return [e for e in page.evaluate("window.events") if name is None or e["name"] == name]
+
+
+def page_origin(page) -> str:
+    return page.evaluate("window.location.origin")
 
 
 def proxy_error(page) -> dict:
@@ -130,12 +135,8 @@ def test_each_documented_start_reaches_vapi_as_the_resolved_assistant(
 
     assert_call_started(app, call)
     log = CallLog.objects.get()
-    assert (log.outcome, log.status_code, log.user_id, log.origin) == ("created", 201, user_id, app_server_origin(app))
+    assert (log.outcome, log.status_code, log.user_id, log.origin) == ("created", 201, user_id, page_origin(app))
     assert_vapi_received(standin_vapi, user_id=user_id, variables=variables, log=log, extra=extra)
-
-
-def app_server_origin(page) -> str:
-    return page.evaluate("window.location.origin")
 
 
 def test_a_base_url_ending_in_a_slash_works(app, live_server, standin_vapi, sales_coach):
