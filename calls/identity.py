@@ -14,6 +14,7 @@ The token is never logged, stored or forwarded.
 
 import ipaddress
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import jwt
 from django.conf import settings
@@ -30,6 +31,20 @@ TYPES_CLAIM = "assistantTypes"
 class Identity:
     user_id: str | None  # None: the body says who (open mode)
     allowed_types: frozenset[str] | None = None  # None: any type the user is mapped to
+
+
+def mint_user_token(user_id: str, *, ttl_minutes: int, types: list[str] | None = None) -> str:
+    """A token for jwt mode signed with the first of PROXY_JWT_SECRETS, as a customer's backend
+    mints them. For local testing only (manage.py mint_token, the /demo/ page)."""
+    now = datetime.now(tz=timezone.utc)
+    claims = {"sub": user_id, "iat": now, "exp": now + timedelta(minutes=ttl_minutes)}
+    if types is not None:
+        claims[TYPES_CLAIM] = types
+    if settings.PROXY_JWT_AUDIENCE:
+        claims["aud"] = settings.PROXY_JWT_AUDIENCE
+    if settings.PROXY_JWT_ISSUER:
+        claims["iss"] = settings.PROXY_JWT_ISSUER
+    return jwt.encode(claims, settings.PROXY_JWT_SECRETS[0], algorithm="HS256")
 
 
 def identify(request) -> Identity:

@@ -9,7 +9,7 @@ from calls.request_context import current_request_id, reset_request_id, set_requ
 logger = logging.getLogger("calls")
 
 # Pages for people keep Django's HTML; everything else is an API route and answers JSON.
-HTML_PATH_PREFIXES = ("/admin/", "/static/")
+HTML_PATH_PREFIXES = ("/admin/", "/static/", "/demo/")
 
 
 class RequestIdMiddleware:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
 
-from calls import views
+from calls import demo, views
 
 call_web = views.CallWebView.as_view()
 call_phone = views.PhoneCallView.as_view()
@@ -17,6 +17,10 @@ urlpatterns = [
     re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),
     re_path(r"^(?:/)?call/?$", call_phone, name="call-phone"),
     re_path(r"^webhooks/vapi/?$", views.VapiWebhookView.as_view(), name="vapi-webhook"),
+    # Local development only: each answers 404 unless DJANGO_DEBUG is on.
+    re_path(r"^demo/?$", demo.page, name="demo"),
+    path("demo/vapi.js", demo.bundle, name="demo-bundle"),
+    path("demo/token", demo.token, name="demo-token"),
 ]
 if settings.PROXY_PATH_PREFIX:
     prefix = re.escape(settings.PROXY_PATH_PREFIX)

@@ -13,6 +13,7 @@ import pytest
 
 from assistants.models import Assistant, AssistantType, ClientVariable, UserMapping
 from calls.vapi import use_vapi_transport
+from tests.vapi_standin import standin_vapi  # noqa: F401  (a fixture for every test module)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_VAPI_KEY = "test-private-key-5d2c9e"
@@ -145,3 +146,4 @@ def post_call(client, body, *, path="/call/web", content_type="application/json"
     """POSTs like the browser SDK: JSON body, optional Origin/Authorization headers."""
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.generic("POST", path, data=data, content_type=content_type, **headers)
+

@@ -4,33 +4,20 @@ a real HTTP server on loopback standing in for Vapi."""
 import gzip
 import json
 import socket
-import threading
-from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from calls.models import CallLog
-from calls.vapi import USER_AGENT, reset_vapi_client, use_vapi_transport
-from tests.conftest import TEST_VAPI_KEY, load_fixture
+from calls.vapi import USER_AGENT, use_vapi_transport
+from tests.conftest import TEST_VAPI_KEY
+from tests.vapi_standin import CALL, CLIENT_VIEW, Received, StandInVapi
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
 ORIGIN = "https://app.example.com"
 APP_TOKEN = "public-app-token-0b7e"
-CALL = load_fixture("vapi_call_web_201.json")
-CLIENT_VIEW = {
-    "id": "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11",
-    "webCallUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1",
-    "status": "queued",
-    "type": "webCall",
-    "createdAt": "2026-12-03T10:15:00.000Z",
-    "artifactPlan": {"recordingEnabled": True, "videoRecordingEnabled": False},
-    "transport": {"provider": "daily", "assistantVideoEnabled": False, "callUrl": "https://vapi.daily.co/Zx8kP2mQ7rT1"},
-    "assistant": {"voice": {"provider": "vapi"}},
-}
 # What `vapi.start("sales-coach", {variableValues: {topic}, metadata: {userId}}, undefined, undefined,
 # undefined, {roomDeleteOnUserLeaveEnabled: false})` sends.
 SDK_BODY = {
@@ -40,75 +27,9 @@ SDK_BODY = {
 }
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    @property
-    def header_dict(self) -> dict[str, str]:
-        names = [name for name, _ in self.headers]
-        assert len(names) == len(set(names)), f"repeated headers: {names}"
-        return dict(self.headers)
-
-
-class StandInVapi(ThreadingHTTPServer):
-    """Answers every POST with `answer`, after `delay` seconds; records what it received."""
-
-    daemon_threads = False  # so server_close() joins every handler thread
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _StandInHandler)
-        self.received: list[Received] = []
-        self.delay = 0.0
-        self.released = threading.Event()
-        self.reply(HTTPStatus.CREATED, json.dumps(CALL).encode())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-    def reply(self, status: int, content: bytes, headers: dict | None = None):
-        self.answer = (status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, content)
-
-
-class _StandInHandler(BaseHTTPRequestHandler):
-    server: StandInVapi
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        headers = [(name.lower(), value) for name, value in self.headers.items()]
-        self.server.received.append(Received(self.command, self.path, headers, body))
-        if self.server.delay and self.server.released.wait(self.server.delay):
-            return  # the test is over and the proxy gave up long ago
-        status, headers, content = self.server.answer
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-
-    def log_message(self, format, *args):
-        pass
-
-
 @pytest.fixture
-def vapi(settings, fake_vapi):
-    server = StandInVapi()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stand-in-vapi")
-    thread.start()
-    settings.VAPI_BASE_URL = server.url
-    use_vapi_transport(None)
-    yield server
-    server.released.set()
-    reset_vapi_client()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+def vapi(standin_vapi):
+    return standin_vapi
 
 
 @pytest.fixture

@@ -1,11 +1,8 @@
-from datetime import datetime, timedelta, timezone
-
-import jwt
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from calls.bodies import USER_ID_MAX_LENGTH
-from calls.identity import TYPES_CLAIM
+from calls.identity import mint_user_token
 
 
 class Command(BaseCommand):
@@ -38,17 +35,11 @@ class Command(BaseCommand):
             raise CommandError(f"USER_ID must be 1 to {USER_ID_MAX_LENGTH} characters.")
         if ttl_minutes < 1:
             raise CommandError("--ttl-minutes must be at least 1.")
-        now = datetime.now(tz=timezone.utc)
-        claims = {"sub": user_id, "iat": now, "exp": now + timedelta(minutes=ttl_minutes)}
+        names = None
         if types is not None:
             names = [name.strip() for name in types.split(",") if name.strip()]
             if not names:
                 raise CommandError("--types names no assistant type; leave it out to allow any type.")
-            claims[TYPES_CLAIM] = names
-        if settings.PROXY_JWT_AUDIENCE:
-            claims["aud"] = settings.PROXY_JWT_AUDIENCE
-        if settings.PROXY_JWT_ISSUER:
-            claims["iss"] = settings.PROXY_JWT_ISSUER
         if len(settings.PROXY_JWT_SECRETS[0]) < 32:
             self.stderr.write("Note: the secret is shorter than 32 characters; use a longer one outside local tests.")
         if settings.PROXY_IDENTITY != "jwt":
@@ -56,4 +47,4 @@ class Command(BaseCommand):
                 f"Note: PROXY_IDENTITY is {settings.PROXY_IDENTITY!r}, so the proxy does not read tokens; "
                 "set PROXY_IDENTITY=jwt to use this one."
             )
-        self.stdout.write(jwt.encode(claims, settings.PROXY_JWT_SECRETS[0], algorithm="HS256"))
+        self.stdout.write(mint_user_token(user_id, ttl_minutes=ttl_minutes, types=names))
