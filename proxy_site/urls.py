@@ -3,6 +3,9 @@ import re
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
+from drf_spectacular.views import SpectacularSwaggerView
+
+from calls.api_schema import SchemaView
 
 from calls import views
 
@@ -11,7 +14,10 @@ call_phone = views.PhoneCallView.as_view()
 
 urlpatterns = [
     path("", views.root, name="root"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", views.HealthView.as_view(), name="healthz"),
+    # The API contract (OpenAPI 3), generated from the views; and Swagger UI, served from /static/.
+    re_path(r"^api/schema/?$", SchemaView.as_view(), name="api-schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     # The SDK concatenates its base URL and "/call/web": a base ending in "/" gives "//call/web".
     re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),
