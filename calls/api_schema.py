@@ -477,7 +477,8 @@ call_phone_schema = extend_schema(
             OpenApiParameter.HEADER,
             response=True,
             enum=["true"],
-            description="Present when the answer is the stored answer of an earlier request with this key.",
+            description="Present when the answer is the stored answer of an earlier request with this key "
+            "(a stored error keeps that request's requestId).",
         ),
         OpenApiParameter(
             "WWW-Authenticate",
