@@ -18,11 +18,12 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
 )
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 
 from calls.bodies import ASSISTANT_TYPE_MAX_LENGTH, USER_ID_MAX_LENGTH, VARIABLE_NAME_MAX_LENGTH
+from calls.errors import ProxyError
 
 EXAMPLE_REQUEST_ID = "3b0c9d0e5f6a4b7c8d9e0f1a2b3c4d5e"
 EXAMPLE_PHONE_NUMBER_ID = "5f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -669,7 +670,19 @@ class SchemaNegotiation(DefaultContentNegotiation):
             return renderers[0], renderers[0].media_type
 
 
-class SchemaView(SpectacularAPIView):
+class _ReadOnly:
+    # Not OPTIONS either: REST framework would describe the view, and the docs page cannot render that.
+    http_method_names = ["get", "head"]
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise ProxyError(405, "method_not_allowed", "This method is not allowed here.", headers={"Allow": "GET, HEAD"})
+
+
+class SchemaView(_ReadOnly, SpectacularAPIView):
     """GET /api/schema/: the OpenAPI 3 document, the same with DJANGO_DEBUG on or off."""
 
     content_negotiation_class = SchemaNegotiation
+
+
+class DocsView(_ReadOnly, SpectacularSwaggerView):
+    """GET /api/docs/: Swagger UI on the schema, its files served by the proxy (drf-spectacular-sidecar)."""

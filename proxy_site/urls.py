@@ -3,9 +3,7 @@ import re
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularSwaggerView
-
-from calls.api_schema import SchemaView
+from calls.api_schema import DocsView, SchemaView
 
 from calls import views
 
@@ -17,7 +15,7 @@ urlpatterns = [
     path("healthz", views.HealthView.as_view(), name="healthz"),
     # The API contract (OpenAPI 3), generated from the views; and Swagger UI, served from /static/.
     re_path(r"^api/schema/?$", SchemaView.as_view(), name="api-schema"),
-    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/docs/?$", DocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     # The SDK concatenates its base URL and "/call/web": a base ending in "/" gives "//call/web".
     re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),

@@ -106,11 +106,21 @@ def test_the_schema_route_leaves_unknown_api_paths_a_json_404(client):
         assert response.json()["code"] == "not_found"
 
 
-def test_the_schema_refuses_post_with_a_json_405(client):
-    response = client.post("/api/schema/", data="{}", content_type="application/json")
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+def test_the_contract_routes_refuse_other_methods_with_a_json_405(client, path, method):
+    # OPTIONS on the docs page used to answer 500: REST framework's description cannot be rendered as HTML.
+    response = client.generic(method, path, data="{}", content_type="application/json")
 
     assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
-    assert response.json()["code"] == "method_not_allowed"
+    assert response.json() == {
+        "statusCode": 405,
+        "error": "Method Not Allowed",
+        "message": "This method is not allowed here.",
+        "code": "method_not_allowed",
+        "requestId": response["X-Request-ID"],
+    }
+    assert response["Allow"] == "GET, HEAD"
 
 
 def test_the_docs_page_loads_swagger_ui_from_the_proxy_itself(client):
