@@ -15,6 +15,7 @@ the field's name: the client chooses who and which assistant type, never what th
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from calls.errors import ProxyError
@@ -24,6 +25,9 @@ ASSISTANT_TYPE_MAX_LENGTH = 100
 VARIABLE_NAME_MAX_LENGTH = 100
 
 _MISSING = object()
+# C0 and C1 controls (NUL, newlines, ...) and lone surrogates: no identifier has them, PostgreSQL
+# stores no NUL, and a newline in a userId would forge lines in the server log.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ def parse_json_body(body: bytes | None, content_type: str, *, max_bytes: int) ->
     try:
         # Decoded here: json.loads would also guess UTF-16 and UTF-32, which JSON over HTTP is not.
         data = loads_strict(body.decode("utf-8"))
+        _refuse_lone_surrogates(data)
     except (ValueError, RecursionError) as err:
         raise ProxyError(400, "invalid_json", f"The request body is not valid JSON ({_json_reason(err)}).") from None
     if not isinstance(data, dict):
@@ -62,6 +67,39 @@ def parse_json_body(body: bytes | None, content_type: str, *, max_bytes: int) ->
 
 class _NotJsonNumber(ValueError):
     pass
+
+
+class _NotUnicode(ValueError):
+    pass
+
+
+def _refuse_lone_surrogates(data) -> None:
+    """JSON lets a string escape half a UTF-16 pair ("\\ud800"), which is no character: nothing can
+    encode it (the database, the log, Vapi's request), so such a body is refused as not JSON text."""
+    pending = [data]
+    while pending:  # a loop, not recursion: the body may be nested as deeply as json.loads allows
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and not is_unicode_text(value):
+            raise _NotUnicode("it has a \\u escape that is half of a UTF-16 pair, not a character")
+
+
+def is_unicode_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str) -> str:
+    """A client-chosen name for a message: as is when printable, else quoted with escapes (no raw
+    control characters reach the call log, the server log or PostgreSQL, which refuses NUL)."""
+    return name if name.isprintable() else ascii(name)
 
 
 def loads_strict(text: str):
@@ -85,7 +123,7 @@ def _finite_float(text: str) -> float:
 def _json_reason(err: Exception) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"{err.msg} at line {err.lineno} column {err.colno}"
-    if isinstance(err, _NotJsonNumber):
+    if isinstance(err, (_NotJsonNumber, _NotUnicode)):
         return str(err)
     if isinstance(err, UnicodeDecodeError):
         return "it is not UTF-8 text"
@@ -149,7 +187,7 @@ def _object(value, where: str) -> dict:
 def _refuse_unknown(obj: dict, allowed: set[str], where: str, *, code: str = "field_not_allowed"):
     for key in obj:
         if key not in allowed:
-            path = f"{where}.{key}" if where else key
+            path = f"{where}.{shown(key)}" if where else shown(key)
             raise ProxyError(
                 400,
                 code,
@@ -238,6 +276,8 @@ def read_identifier(found: tuple | None, name: str, max_length: int) -> str:
     value = value.strip()
     if not value:
         raise ProxyError(400, "missing_field", f"{name} is required ({where} is empty).")
+    if CONTROL_CHARACTERS.search(value):
+        raise ProxyError(400, "invalid_field", f"{where} must not contain control characters.")
     if len(value) > max_length:
         raise ProxyError(400, "invalid_field", f"{where} is longer than {max_length} characters.")
     return value

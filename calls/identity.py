@@ -20,7 +20,7 @@ import jwt
 from django.conf import settings
 from django.contrib import auth
 
-from calls.bodies import USER_ID_MAX_LENGTH
+from calls.bodies import CONTROL_CHARACTERS, USER_ID_MAX_LENGTH
 from calls.errors import ProxyError
 
 MODES = ("jwt", "session", "open")
@@ -98,7 +98,7 @@ def _from_jwt(header: str) -> Identity:
             detail="" if settings.PROXY_JWT_SECRETS else "No token can match: PROXY_JWT_SECRETS is empty.",
         )
     user_id = claims["sub"]
-    if not isinstance(user_id, str) or not user_id.strip():
+    if not isinstance(user_id, str) or not user_id.strip() or CONTROL_CHARACTERS.search(user_id):
         raise ProxyError(401, "token_invalid", "The token's sub claim must be the userId, as text.")
     if len(user_id.strip()) > USER_ID_MAX_LENGTH:
         raise ProxyError(

@@ -30,6 +30,7 @@ from calls.bodies import (
     VARIABLE_NAME_MAX_LENGTH,
     read_identifier,
     parse_json_body,
+    shown,
 )
 from calls.db import release_db_connection
 from calls.errors import ProxyError, error_body, short
@@ -338,7 +339,7 @@ def phone_call_request(data: dict) -> PhoneCallRequest:
 def _exact_fields(obj: dict, required: tuple, optional: tuple, where: str) -> None:
     unknown = [name for name in obj if name not in required and name not in optional]
     if unknown:
-        names = ", ".join(where + short(name, 50) for name in unknown)
+        names = ", ".join(where + shown(short(name, 50)) for name in unknown)
         accepted = ", ".join(where + name for name in required + optional)
         raise ProxyError(400, "field_not_allowed", f"Not accepted: {names}. Send only {accepted}.")
     missing = [where + name for name in required if name not in obj]

@@ -5,6 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from rest_framework.views import APIView
 
+from calls.api_schema import call_phone_schema, call_web_schema, health_schema, webhook_schema
 from calls.errors import ProxyError, error_response
 from calls.identity import client_ip, identify
 from calls.phone import call_phone_start, phone_log_refusal
@@ -16,6 +17,7 @@ from calls.webhooks import webhook_receive
 class CallWebView(APIView):
     """POST /call/web: what `new Vapi(token, proxyUrl).start(...)` calls."""
 
+    @call_web_schema
     def post(self, request):
         started = call_web_start(incoming=_incoming(request), max_body_bytes=settings.CALL_MAX_BODY_BYTES)
         return JsonResponse(started.body, status=started.status)
@@ -38,6 +40,7 @@ class CallWebView(APIView):
 class VapiWebhookView(APIView):
     """POST /webhooks/vapi: the server URL to paste into the Vapi dashboard."""
 
+    @webhook_schema
     def post(self, request):
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -97,15 +100,22 @@ def root(request):
     )
 
 
-@csrf_exempt
-@require_safe
-def healthz(request):
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        return error_response(503, "database_unavailable", "The database cannot be reached.")
-    return JsonResponse({"status": "ok", "database": "ok"})
+class HealthView(APIView):
+    """GET /healthz: the load balancer's health check (a REST framework view so the schema lists it)."""
+
+    http_method_names = ["get", "head"]
+
+    @health_schema
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            return error_response(503, "database_unavailable", "The database cannot be reached.")
+        return JsonResponse({"status": "ok", "database": "ok"})
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise ProxyError(405, "method_not_allowed", "This method is not allowed here.", headers={"Allow": "GET, HEAD"})
 
 
 @csrf_exempt
@@ -118,6 +128,7 @@ class PhoneCallView(APIView):
 
     http_method_names = ["post"]
 
+    @call_phone_schema
     def post(self, request):
         answer = call_phone_start(
             incoming=_incoming(request),

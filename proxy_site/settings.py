@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "corsheaders",
     "simple_history",
     "assistants",
@@ -179,6 +181,32 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The API contract at /api/schema/ (README: "API contract"): generated from the views' annotations
+# in calls/api_schema.py, served whatever DJANGO_DEBUG says (it is public and holds no secret).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "vapi-proxy",
+    "DESCRIPTION": "Start Vapi voice-AI calls from web and mobile apps without giving them the Vapi private "
+    "key. Every error is JSON: {statusCode, error, message, code, requestId}.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["calls.api_schema.public_routes_only"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "calls.api_schema.close_shapes_and_add_security",
+    ],
+    # Swagger UI's files come from drf-spectacular-sidecar, served as this site's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"OkEnum": ["ok"]},
+    "TAGS": [
+        {"name": "calls", "description": "Starting calls."},
+        {"name": "webhooks", "description": "What Vapi sends the proxy."},
+        {"name": "operations", "description": "For the load balancer."},
+    ],
 }
 
 LOGGING = {

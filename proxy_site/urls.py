@@ -3,6 +3,7 @@ import re
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
+from calls.api_schema import DocsView, SchemaView
 
 from calls import demo, views
 
@@ -11,7 +12,10 @@ call_phone = views.PhoneCallView.as_view()
 
 urlpatterns = [
     path("", views.root, name="root"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", views.HealthView.as_view(), name="healthz"),
+    # The API contract (OpenAPI 3), generated from the views; and Swagger UI, served from /static/.
+    re_path(r"^api/schema/?$", SchemaView.as_view(), name="api-schema"),
+    re_path(r"^api/docs/?$", DocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     # The SDK concatenates its base URL and "/call/web": a base ending in "/" gives "//call/web".
     re_path(r"^(?:/)?call/web/?$", call_web, name="call-web"),

@@ -409,6 +409,62 @@ def test_it_refuses_json_python_reads_but_json_does_not_allow(client, sales_coac
     )
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"userId": "c\\ud800", "assistantType": "sales-coach"}',
+        '{"userId": "c1", "assistantType": "sales-coach", "variableValues": {"topic": "\\udfff"}}',
+        '{"userId": "c1", "assistantType": "sales-coach", "variableValues": {"\\ud83d": "x"}}',
+        '{"userId": "c1", "assistantType": "sales-coach", "\\ud800": 1}',
+    ],
+)
+def test_it_refuses_a_string_that_is_half_a_surrogate_pair_as_not_json(client, sales_coach, fake_vapi, raw):
+    # Found while fuzzing the API contract: nothing can encode "\ud800" (database, log, Vapi's body),
+    # so these were 500s on SQLite and PostgreSQL alike.
+    response = post_call(client, raw)
+
+    assert_refused(
+        response,
+        fake_vapi,
+        HTTPStatus.BAD_REQUEST,
+        "invalid_json",
+        "The request body is not valid JSON (it has a \\u escape that is half of a UTF-16 pair, not a character).",
+    )
+
+
+def test_a_whole_surrogate_pair_is_an_ordinary_character(client, sales_coach, fake_vapi):
+    response = post_call(client, '{"userId": "c\\ud83d\\ude00", "assistantType": "sales-coach"}')
+
+    assert response.status_code == HTTPStatus.CREATED
+    assert CallLog.objects.get().user_id == "c\U0001f600"
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({"userId": "c1\u0000", "assistantType": "sales-coach"}, "userId"),
+        ({"assistant": {"userId": "c1", "assistantType": "sales\u0000coach"}}, "assistant.assistantType"),
+        ({"userId": "c1\nINFO forged log line", "assistantType": "sales-coach"}, "userId"),
+        ({"userId": "c1\u0085c2", "assistantType": "sales-coach"}, "userId"),
+    ],
+)
+def test_it_refuses_an_identifier_with_control_characters(client, sales_coach, fake_vapi, body, where):
+    # A NUL was a 500 on PostgreSQL (it stores none); a newline would forge lines in the server log.
+    response = post_call(client, body)
+
+    assert_refused(
+        response, fake_vapi, HTTPStatus.BAD_REQUEST, "invalid_field", f"{where} must not contain control characters."
+    )
+
+
+def test_an_unknown_field_with_a_control_character_is_named_with_escapes(client, sales_coach, fake_vapi):
+    response = post_call(client, {"userId": "c1", "assistantType": "sales-coach", "bad\u0000name": 1})
+
+    assert_refused(
+        response, fake_vapi, HTTPStatus.BAD_REQUEST, "field_not_allowed", f"'bad\\x00name' {OVERRIDE_REFUSAL}"
+    )
+
+
 # --- refusals of the resolution ----------------------------------------------------------------
 
 

@@ -321,6 +321,9 @@ def test_jwt_an_hs256_header_with_the_signature_stripped_is_401(client, sales_co
             {"sub": 42}, "The token is not valid: its sub claim must be the userId, as text.", id="numeric-sub"
         ),
         pytest.param({"sub": "u" * 256}, "The token's sub claim is longer than 255 characters.", id="sub-too-long"),
+        # PostgreSQL stores no NUL and nothing encodes half a surrogate pair: these were 500s.
+        pytest.param({"sub": "bob\u0000"}, "The token's sub claim must be the userId, as text.", id="sub-with-nul"),
+        pytest.param({"sub": "bob\nadmin"}, "The token's sub claim must be the userId, as text.", id="sub-with-newline"),
         pytest.param({"exp": "tomorrow"}, MALFORMED, id="exp-not-a-number"),
         pytest.param(
             {"assistantTypes": "sales-coach"},

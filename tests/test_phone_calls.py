@@ -559,6 +559,18 @@ def test_a_client_variable_reaches_vapi(client, server_key, fake_vapi):
             "invalid_field",
             "variableValues must be an object of variable names to values.",
         ),
+        # A NUL was a 500 on PostgreSQL (it stores none), in a userId or in a refused field's name.
+        ({**BODY, "userId": "bob\u0000"}, "invalid_field", "userId must not contain control characters."),
+        (
+            {**BODY, "bad\u0000name": 1},
+            "field_not_allowed",
+            f"Not accepted: 'bad\\x00name'. Send only {ACCEPTED_FIELDS}.",
+        ),
+        (
+            '{"assistantType": "sales-coach", "userId": "bob\\ud800", "phoneNumberId": "p", "customer": {"number": "+1"}}',
+            "invalid_json",
+            "The request body is not valid JSON (it has a \\u escape that is half of a UTF-16 pair, not a character).",
+        ),
     ],
     ids=[
         "unknown-fields",
@@ -571,6 +583,9 @@ def test_a_client_variable_reaches_vapi(client, server_key, fake_vapi):
         "customer-not-object",
         "phone-number-id-not-text",
         "variables-not-object",
+        "user-with-nul",
+        "field-name-with-nul",
+        "half-a-surrogate-pair",
     ],
 )
 def test_it_refuses_a_body_of_another_shape(client, server_key, fake_vapi, body, code, message):
