@@ -318,7 +318,9 @@ def errors_in_the_code() -> set[tuple[str, str]]:
     A status computed at run time is Vapi's own 4xx (upstream_rejected): documented as 4XX.
     """
     found = set()
-    for path in sorted([*(ROOT / "calls").glob("*.py"), *(ROOT / "assistants").glob("*.py")]):
+    # /demo/ is a page for local development (DEBUG only), not part of the public contract.
+    debug_only = {ROOT / "calls" / "demo.py"}
+    for path in sorted({*(ROOT / "calls").glob("*.py"), *(ROOT / "assistants").glob("*.py")} - debug_only):
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("ProxyError", "error_response")):
                 continue
