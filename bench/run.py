@@ -1,4 +1,4 @@
-"""The proxy's benchmark: one command, one run, one table (issue 5).
+"""The proxy's benchmark: one command, one run, one table (README, "Performance").
 
     .venv/bin/python bench/run.py            # the full run, about 4 minutes
     .venv/bin/python bench/run.py --quick    # shorter runs, about 2 minutes, for trying it
@@ -706,7 +706,9 @@ def describe_setup(args, env: dict, client: str) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True)
+    load = os.getloadavg()
     return (
+        f"load average before the run {args.load_before:.2f}, after {load[0]:.2f}\n"
         f"commit {commit.stdout.strip() or '?'}{' + uncommitted changes' if dirty.stdout.strip() else ''}, "
         f"{os.cpu_count()} CPUs, load generator: {client}\n"
         f"proxy: bin/serve (gunicorn gthread), WEB_CONCURRENCY={setting('WEB_CONCURRENCY', gunicorn_default('workers'))}, "
@@ -728,7 +730,7 @@ def gunicorn_default(name: str) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Benchmark the proxy against the stand-in Vapi (issue 5).")
+    parser = argparse.ArgumentParser(description="Benchmark the proxy against a stand-in Vapi on loopback (README, \"Performance\").")
     parser.add_argument("--quick", action="store_true", help="shorter runs (8/5/5/16 s) for trying the bench")
     parser.add_argument("--scenarios", default="1,2,3,4", help="which scenarios to run, e.g. 2,3")
     parser.add_argument("--workers", type=int, help="WEB_CONCURRENCY (default: gunicorn_conf.py's)")
@@ -748,6 +750,7 @@ def parse_args(argv=None):
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
     parser.add_argument("--keep-logs", action="store_true", help="keep the proxy's and stand-in's logs")
     args = parser.parse_args(argv)
+    args.load_before = os.getloadavg()[0]
     if args.warmup is None:
         args.warmup = 2 if args.quick else 3
     return args
@@ -786,6 +789,10 @@ def main(argv=None) -> int:
             def load(port, connections, seconds):
                 return run_python_client(port, connections, seconds)
 
+        busy = os.getloadavg()[0]
+        if busy > 0.5:
+            print(f"The machine is busy (load average {busy:.1f} on {os.cpu_count()} CPUs): the figures will be "
+                  "skewed; run the bench alone for numbers worth comparing.", flush=True)
         # bin/_env installs the project's dependencies into .venv when pyproject.toml changed.
         subprocess.run(["bash", "-c", "source bin/_env"], cwd=ROOT, check=True)
         secret_key = secrets.token_urlsafe(40)
@@ -800,7 +807,7 @@ def main(argv=None) -> int:
 
         print("\n" + describe_setup(args, env, client) + "\n")
         print(table(results))
-        print("\nTargets (issue 5), measured in this run:")
+        print("\nTargets, measured in this run:")
         print(targets(results))
         if args.profile and any(r.profiled for r in results):
             print(f"\nProfile of scenario 2 ({args.profile}):")

@@ -9,6 +9,8 @@ class Command(BaseCommand):
         "Deletes call-log entries older than CALL_LOG_RETENTION_DAYS and stored webhook messages older "
         "than WEBHOOK_MESSAGE_RETENTION_DAYS. Safe to run from cron: it deletes in small batches."
     )
+    # Run from cron, which mails every line printed: the system checks belong to deploys and start-up.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted.")
