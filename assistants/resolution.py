@@ -59,7 +59,9 @@ def resolve_assistant(*, user_id: str, assistant_type: str, client_variables: di
     else:
         assistant = kind.default_assistant
     if not assistant.is_active:
-        raise ProxyError(403, "assistant_inactive", f"The assistant for {kind.slug!r} is switched off.")
+        raise _about(
+            assistant, ProxyError(403, "assistant_inactive", f"The assistant for {kind.slug!r} is switched off.")
+        )
 
     allowed = {}
     if client_variables:
@@ -68,13 +70,18 @@ def resolve_assistant(*, user_id: str, assistant_type: str, client_variables: di
         variable = allowed.get(name)
         if variable is None:
             permitted = ", ".join(sorted(allowed)) or "none"
-            raise ProxyError(
-                400,
-                "variable_not_allowed",
-                f"Variable {name!r} may not be set by the client for {kind.slug!r} (allowed: {permitted}).",
+            raise _about(
+                assistant,
+                ProxyError(
+                    400,
+                    "variable_not_allowed",
+                    f"Variable {name!r} may not be set by the client for {kind.slug!r} (allowed: {permitted}).",
+                ),
             )
         if not variable.accepts(value):
-            raise ProxyError(400, "invalid_variable", f"Variable {name!r} must be {variable.describe()}.")
+            raise _about(
+                assistant, ProxyError(400, "invalid_variable", f"Variable {name!r} must be {variable.describe()}.")
+            )
 
     variables = {
         **(assistant.default_variables or {}),
@@ -88,3 +95,9 @@ def resolve_assistant(*, user_id: str, assistant_type: str, client_variables: di
         mapping=mapping,
         variables=variables,
     )
+
+
+def _about(assistant: Assistant, error: ProxyError) -> ProxyError:
+    """A refusal that comes after the assistant is known: the call log shows staff which one."""
+    error.assistant = assistant
+    return error

@@ -186,9 +186,13 @@ def admit_resolved_call(
 ):
     """The checks every call start shares once the caller is known: blocked user, resolution,
     Vapi key, limits. Writes the pending row; returns the resolution."""
-    end_user, resolution = resolve_for_user(
-        user_id=user_id, assistant_type=assistant_type, client_variables=client_variables
-    )
+    try:
+        end_user, resolution = resolve_for_user(
+            user_id=user_id, assistant_type=assistant_type, client_variables=client_variables
+        )
+    except ProxyError as err:
+        log.assistant = getattr(err, "assistant", None)
+        raise
     log.assistant = resolution.assistant
     if not vapi.configured:
         raise ProxyError(

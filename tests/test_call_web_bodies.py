@@ -50,7 +50,9 @@ def assert_created(response, fake_vapi, *, user_id: str, assistant_type: str, as
     return log
 
 
-def assert_refused(response, fake_vapi, status: HTTPStatus, code: str, message: str, *, user_id="", assistant_type=""):
+def assert_refused(
+    response, fake_vapi, status: HTTPStatus, code: str, message: str, *, user_id="", assistant_type="", assistant=None
+):
     """The JSON error a developer sees, one `rejected` row saying the same, and nothing sent to Vapi."""
     assert response.status_code == status
     assert response.json() == {
@@ -72,7 +74,7 @@ def assert_refused(response, fake_vapi, status: HTTPStatus, code: str, message: 
         log.assistant_type,
         log.assistant,
         log.request_id,
-    ) == ("rejected", status.value, None, None, code, message, user_id, assistant_type, None, response["X-Request-ID"])
+    ) == ("rejected", status.value, None, None, code, message, user_id, assistant_type, assistant, response["X-Request-ID"])
     assert fake_vapi.requests == []
 
 
@@ -481,6 +483,8 @@ def test_it_refuses_a_variable_not_on_the_allowed_list(client, sales_coach, fake
         "Variable 'companyName' may not be set by the client for 'sales-coach' (allowed: topic).",
         user_id="c1",
         assistant_type="sales-coach",
+        # Staff see whose variable list refused it.
+        assistant=sales_coach.default_assistant,
     )
 
 
@@ -496,6 +500,7 @@ def test_it_refuses_a_variable_of_the_wrong_type_or_too_long(client, sales_coach
         "Variable 'topic' must be text of at most 20 characters.",
         user_id="c1",
         assistant_type="sales-coach",
+        assistant=sales_coach.default_assistant,
     )
 
 
@@ -578,6 +583,7 @@ def test_it_refuses_a_mapping_to_an_inactive_assistant(client, alice, fake_vapi)
         "The assistant for 'sales-coach' is switched off.",
         user_id="alice",
         assistant_type="sales-coach",
+        assistant=alice.assistant,
     )
 
 

@@ -495,12 +495,20 @@ def test_it_refuses_an_unmapped_user_of_a_mapped_only_type(client, server_key, s
         ({"topic": 7}, "invalid_variable", "Variable 'topic' must be text of at most 20 characters."),
     ],
 )
-def test_variables_follow_the_web_rules(client, server_key, fake_vapi, variables, code, message):
+def test_variables_follow_the_web_rules(client, sales_coach, server_key, fake_vapi, variables, code, message):
     response = place(client, {**BODY, "variableValues": variables}, key=server_key.key)
 
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.json() == error_body(response, 400, code, message)
-    assert row(response) == refused_row(400, code, message, api_key=server_key.row, user_id="bob", assistant_type="sales-coach")
+    assert row(response) == refused_row(
+        400,
+        code,
+        message,
+        api_key=server_key.row,
+        user_id="bob",
+        assistant_type="sales-coach",
+        assistant=sales_coach.default_assistant,
+    )
     assert fake_vapi.requests == []
 
 
