@@ -562,7 +562,7 @@ def run_scenario(args, scenario: Scenario, processes: Processes, db: BenchDataba
         sampler = RssSampler(proxy.pid)
         sampler.start()
         profiler = None
-        if args.profile and scenario.key == "2":
+        if args.profile and scenario.key == args.profile_scenario:
             profiler = start_profiler(processes, proxy.pid, scenario.seconds, Path(args.profile))
         try:
             measured = load(proxy_port, scenario.connections, scenario.seconds)
@@ -744,7 +744,8 @@ def parse_args(argv=None):
     parser.add_argument("--redis-db", type=int, default=14, help="Redis database number on 127.0.0.1:6379")
     parser.add_argument("--client", choices=("wrk", "python"), default="wrk",
                         help="load generator (python: the asyncio fallback)")
-    parser.add_argument("--profile", metavar="FILE", help="py-spy (collapsed stacks) of scenario 2 into FILE")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy (collapsed stacks) of one scenario into FILE")
+    parser.add_argument("--profile-scenario", default="2", help="the scenario --profile samples (default 2)")
     parser.add_argument("--limits", choices=("off", "high"), default="off",
                         help="every LIMIT_* off (default), or on at 1000000 so admissions lock and count")
     parser.add_argument("--keep-db", action="store_true", help="keep the bench database afterwards")
@@ -810,7 +811,7 @@ def main(argv=None) -> int:
         print("\nTargets, measured in this run:")
         print(targets(results))
         if args.profile and any(r.profiled for r in results):
-            print(f"\nProfile of scenario 2 ({args.profile}):")
+            print(f"\nProfile of scenario {args.profile_scenario} ({args.profile}):")
             print(summarize_profile(Path(args.profile)))
         failed = False
         return 0 if all(r.rows_ok for r in results) else 1

@@ -325,3 +325,58 @@ def test_the_shared_client_is_one_instance_rebuilt_when_vapi_settings_change(set
     assert second is not first
     second.create_web_call({})
     assert fake_vapi.requests[-1].headers["authorization"] == "Bearer rotated-key"
+
+
+# --- connections: one per request in flight, reused, bounded ----------------------------------
+
+
+def test_requests_one_after_another_reuse_one_connection():
+    client, upstream = make_client()
+
+    for _ in range(5):
+        client.create_web_call({})
+
+    assert len(upstream.requests) == 5
+    assert len(client._connections._made) == 1
+
+
+def test_requests_in_flight_at_once_each_get_their_own_connection_up_to_the_limit():
+    import threading
+
+    release = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def slow(request):
+        arrived.release()
+        release.wait(5)
+        return httpx.Response(201, json=CALL)
+
+    client, upstream = make_client(slow, max_connections=2, connect_timeout=0.2)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(client.create_web_call({}))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    assert arrived.acquire(timeout=5) and arrived.acquire(timeout=5)
+
+    # A third request finds both connections busy and gives up after the connect timeout.
+    with pytest.raises(VapiTimeout, match="PoolTimeout"):
+        client.create_web_call({})
+
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert [reply.status for reply in results] == [201, 201]
+    assert len(client._connections._made) == 2
+    client.create_web_call({})  # a freed connection serves the next request
+    assert len(client._connections._made) == 2
+    assert len(upstream.requests) == 3
+
+
+def test_closing_the_client_closes_every_connection():
+    client, _ = make_client()
+    client.create_web_call({})
+    made = list(client._connections._made)
+
+    client.close()
+
+    assert [http.is_closed for http in made] == [True]
