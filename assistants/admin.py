@@ -145,7 +145,9 @@ class AssistantTypeAdmin(SimpleHistoryAdmin):
     autocomplete_fields = ("default_assistant",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(mapping_count=Count("mappings"))
+        # A GROUP BY query drops Meta.ordering: without order_by the mapping form's type picker
+        # (the autocomplete, which pages) gets its list unordered and Django refuses to page it.
+        return super().get_queryset(request).annotate(mapping_count=Count("mappings")).order_by("slug")
 
     @admin.display(description="mapped users", ordering="mapping_count")
     def mapping_count(self, obj):

@@ -339,6 +339,19 @@ def test_the_default_assistant_picker_finds_assistants_by_name(admin_client, ali
 # --- Assistant types and mappings ---------------------------------------------------------------
 
 
+def test_the_mapping_forms_assistant_type_picker_lists_types_by_name(admin_client, alice):
+    AssistantType.objects.create(slug="renewals")
+    AssistantType.objects.create(slug="onboarding")
+
+    response = admin_client.get(
+        "/admin/autocomplete/",
+        {"app_label": "assistants", "model_name": "usermapping", "field_name": "assistant_type", "term": ""},
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert [item["text"] for item in response.json()["results"]] == ["onboarding", "renewals", "sales-coach"]
+
+
 def test_the_assistant_type_list_shows_each_types_default_assistant_and_mapped_users(admin_client, alice):
     AssistantType.objects.create(slug="support", mapped_users_only=True)
 
