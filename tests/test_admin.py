@@ -138,6 +138,7 @@ def assistant_form(**fields) -> dict:
         "vapi_assistant_id": "",
         "config": "",
         "default_variables": "",
+        "max_duration_seconds": "600",
         "notes": "",
         "client_variables-TOTAL_FORMS": "0",
         "client_variables-INITIAL_FORMS": "0",
@@ -363,8 +364,14 @@ def test_the_assistant_type_list_shows_each_types_default_assistant_and_mapped_u
         ("sales-coach", "Sales coach", 1),
         ("support", None, 0),
     ]
-    assertContains(response, '<td class="field-default_assistant nowrap">Sales coach</td>', html=True)
-    assertContains(response, '<td class="field-mapping_count">1</td>', html=True)
+    assertContains(response, '<td class="field-default_assistant_name">Sales coach</td>', html=True)
+    assertContains(
+        response,
+        '<td class="field-who_may_call">Everyone; <a href="/admin/assistants/usermapping/?assistant_type__id__exact='
+        f'{alice.assistant_type.pk}">1 mapped user</a> gets their own assistant</td>',
+        html=True,
+    )
+    assertContains(response, '<td class="field-who_may_call">Only mapped users (none yet)</td>', html=True)
 
 
 def mapping_form(alice, **fields) -> dict:

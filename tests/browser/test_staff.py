@@ -48,10 +48,10 @@ def success_messages(page) -> list[str]:
     return page.locator("ul.messagelist li.success").all_inner_texts()
 
 
-def submit(page, selector: str):
-    """Clicks a button that sends a form and waits for the page that answers."""
+def follow(page, target):
+    """Clicks a link or a form's button (a selector or a locator) and waits until the next page has loaded."""
     with page.expect_navigation():
-        page.click(selector)
+        (page.locator(target) if isinstance(target, str) else target).click()
 
 
 def field_errors(page, field: str) -> list[str]:
@@ -74,7 +74,7 @@ def test_staff_fix_a_json_mistake_in_a_transient_assistant(admin_page, live_serv
     page.check("input[name=kind][value=transient]")
     page.fill("#id_config", CONFIG_WITH_A_MISTAKE)
     page.fill("#id_default_variables", '{"customerName": "there"}')
-    submit(page, "input[name=_save]")
+    follow(page, "input[name=_save]")
     screenshot("json-mistake")
 
     assert page.locator(".errornote").inner_text() == "Please correct the error below."
@@ -85,7 +85,7 @@ def test_staff_fix_a_json_mistake_in_a_transient_assistant(admin_page, live_serv
     assert not Assistant.objects.exists()
 
     page.fill("#id_config", CONFIG_WITH_A_MISTAKE.replace('practise?"\n', 'practise?",\n'))
-    submit(page, "input[name=_continue]")
+    follow(page, "input[name=_continue]")
     screenshot("saved")
 
     assistant = Assistant.objects.get()
@@ -121,9 +121,10 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
     page.fill("#id_description", "Practise renewal conversations")
     page.check("#id_mapped_users_only")
     screenshot("new-type")
-    submit(page, "input[name=_save]")
+    follow(page, "input[name=_save]")
     assert success_messages(page) == ["The assistant type “renewals” was added successfully."]
     screenshot("types")
+    assert fits_beside_the_filters(page)
 
     page.goto(f"{live_server.url}/admin/assistants/usermapping/add/")
     page.fill("#id_user_id", "ana-42")
@@ -131,7 +132,7 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
     pick(page, "assistant", "Renewals coach")
     page.fill("#id_variable_values", '{"customerName": "Ana"}')
     screenshot("new-mapping")
-    submit(page, "input[name=_save]")
+    follow(page, "input[name=_save]")
     assert success_messages(page) == ["The user mapping “ana-42 → renewals” was added successfully."]
     screenshot("mappings")
     mapping = UserMapping.objects.get()
@@ -144,10 +145,10 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
 
     # c. The preview, reached from the type's page, shows the exact body Vapi would get.
     page.goto(f"{live_server.url}/admin/assistants/assistanttype/{mapping.assistant_type.pk}/change/")
-    page.click("#preview-call-link")
+    follow(page, "#preview-call-link")
     page.fill("#id_user_id", "ana-42")
     page.fill("#id_variables", '{"topic": "a price rise"}')
-    submit(page, "#preview-submit")
+    follow(page, "#preview-submit")
     screenshot("preview")
 
     expected_body = {
@@ -193,7 +194,7 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
     ]
     assert fits_beside_the_filters(page)
     assert page.inner_text("#call-log-count") == "2 entries"
-    rows.nth(1).locator("th a").click()
+    follow(page, rows.nth(1).locator("th a"))
     page.wait_for_url(f"{live_server.url}/admin/calls/calllog/{created.pk}/change/")
     screenshot("call")
     assert page.inner_text(".field-vapi_call_id .readonly") == CALL["id"]
@@ -201,7 +202,7 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
 
     # e. The CSV of the rows the filtered list shows.
     page.goto(f"{live_server.url}/admin/calls/calllog/")
-    page.locator("#changelist-filter a", has_text="Created").click()
+    follow(page, page.locator("#changelist-filter a", has_text="Created"))
     page.wait_for_url("**/admin/calls/calllog/?outcome__exact=created")
     screenshot("filtered")
     with page.expect_download() as download:
@@ -222,7 +223,7 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
 
     # f. Today's bars and numbers on the charts page.
     page.goto(f"{live_server.url}/admin/calls/calllog/")
-    page.click("#call-charts-link")
+    follow(page, "#call-charts-link")
     screenshot("charts")
     today = timezone.localdate()
     assert page.inner_text("#chart-totals") == "In total: 2 calls, 1 failure, $0.00."
@@ -259,25 +260,58 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     page.goto(f"{live_server.url}/admin/assistants/assistant/{coach.pk}/change/")
     newer = {**CONFIG, "firstMessage": "Hello {{customerName}}."}
     page.fill("#id_config", json.dumps(newer))
-    submit(page, "input[name=_continue]")
+    follow(page, "input[name=_continue]")
     screenshot("changed")
     coach.refresh_from_db()
     assert coach.config == newer
 
-    page.click("a.historylink")
+    follow(page, "a.historylink")
     screenshot("history")
+    assert page.inner_text("#history-intro") == (
+        "Every saved version, newest first, with who saved it. Open a version (its date) to see it and, if you "
+        "want it back, restore it."
+    )
     versions = page.locator("#change-history tbody tr")
     assert versions.count() == 2
-    assert "staff" in versions.nth(0).inner_text()
-    versions.nth(1).locator("a").first.click()
+    created, changed = coach.history.order_by("history_date")
+    assert cells(versions.nth(0)) == [
+        when(changed.history_date),
+        "Changed",
+        "staff",
+        "-",
+        'Assistant config, firstMessage: "Hi {{customerName}}, ready to practise?" → "Hello {{customerName}}."',
+    ]
+    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", "-", ""]
+
+    follow(page, versions.nth(1).locator("a", has_text=when(created.history_date)))
     screenshot("older-version")
+    assert page.inner_text("#version-intro") == (
+        f"This is “Renewals coach” as it was on {when(created.history_date)}. Press Restore this version at the "
+        "bottom to make it the current one again; you may change fields first. Its client variables are not part "
+        "of the version and stay as they are now."
+    )
     assert json.loads(page.input_value("#id_config")) == CONFIG
 
-    submit(page, "input[name=_save]")
+    follow(page, "input[value='Restore this version']")
     screenshot("restored")
+    assert page.url == f"{live_server.url}/admin/assistants/assistant/{coach.pk}/change/"
+    assert success_messages(page) == [
+        f"Restored “Renewals coach” to its version of {when(created.history_date)}: the restore is the newest "
+        "entry in its history, so it can be undone the same way."
+    ]
+    assert json.loads(page.input_value("#id_config")) == CONFIG
     coach.refresh_from_db()
     assert coach.config == CONFIG
     assert coach.history.count() == 3
+
+
+def cells(row) -> list[str]:
+    return [" ".join(cell.split()) for cell in row.locator("td").all_inner_texts()]
+
+
+def when(moment) -> str:
+    """A moment as the admin writes it."""
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
 
 
 def test_staff_import_assistants_from_vapi(admin_page, live_server, coach, standin_vapi, screenshot):
@@ -295,10 +329,16 @@ def test_staff_import_assistants_from_vapi(admin_page, live_server, coach, stand
     page = admin_page
     page.goto(f"{live_server.url}/admin/assistants/assistant/")
     screenshot("assistants")
-    submit(page, "#import-from-vapi-button")
+    follow(page, "#import-from-vapi-button")
     screenshot("imported")
 
-    assert success_messages(page) == ["Created 1: Front desk; updated 1: Support line; unchanged 0."]
+    assert success_messages(page) == ["Created 1: Front desk; renamed 1: Old name → Support line; unchanged 0."]
     [received] = standin_vapi.received
     assert (received.method, received.path) == ("GET", "/assistant?limit=1000")
-    assert page.locator("#result_list tbody tr th a").all_inner_texts() == ["Front desk", "Renewals coach", "Support line"]
+    rows = page.locator("#result_list tbody tr")
+    assert [row_cells(rows.nth(i))[:3] for i in range(3)] == [
+        ["Front desk", "Permanent", "0d9f3a5e-1b2c-4d6e-8f70-1a2b3c4d5e6f"],
+        ["Renewals coach", "Transient", "-"],
+        ["Support line", "Permanent", PERMANENT_ID],
+    ]
+    assert fits_beside_the_filters(page)
