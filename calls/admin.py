@@ -139,7 +139,9 @@ class CallLogAdmin(ReadOnlyAdmin):
     @admin.display(description="time", ordering="created_at")
     def time(self, obj):
         local = timezone.localtime(obj.created_at)  # the day above the time: narrow enough beside the filters
-        return format_html('<span class="nowrap">{}</span><br><span class="nowrap">{}</span>', f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}")
+        return format_html(
+            '<span class="nowrap">{}</span><br><span class="nowrap">{}</span>', f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}"
+        )
 
     @admin.display(description="type", ordering="assistant_type")
     def type(self, obj):

@@ -91,6 +91,8 @@ def test_an_older_version_is_shown_and_restoring_it_brings_its_config_back(admin
     form = shown.context["adminform"].form
     assert json.loads(form["config"].value()) == configs[1]
     assertContains(shown, "<h1>Restore an older version of Sales coach</h1>", html=True)
+    saved = date_format(timezone.localtime(oldest_change.history_date), "DATETIME_FORMAT")
+    assertContains(shown, f"Saved on {saved} by admin: this is how “Sales coach” was then.")
     assertContains(shown, '<input type="submit" value="Restore this version" class="default" name="_save">', html=True)
 
     restored = admin_client.post(url, form_data(form), follow=True)
@@ -121,7 +123,11 @@ def test_the_history_says_which_settings_of_the_config_changed_in_json(admin_cli
         {"field": "Assistant config, endCallMessage", "old": "(not set)", "new": '"Bye!"'},
     ]
     assert previous.history_delta_changes == [
-        {"field": "Assistant config, firstMessage", "old": '"Hello {{customerName}}."', "new": '"Good day {{customerName}}."'},
+        {
+            "field": "Assistant config, firstMessage",
+            "old": '"Hello {{customerName}}."',
+            "new": '"Good day {{customerName}}."',
+        },
     ]
     version = assistant.history.order_by("history_date")[0]
     assertContains(

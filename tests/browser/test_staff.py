@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from assistants.models import Assistant, AssistantType, UserMapping
+from assistants.models import Assistant, UserMapping
 from calls.models import CallLog
 from tests.browser.test_sdk import APP_TOKEN, open_app, proxy_error, start
 from tests.vapi_standin import CALL, CLIENT_VIEW
@@ -69,6 +69,8 @@ def test_staff_fix_a_json_mistake_in_a_transient_assistant(admin_page, live_serv
     page = admin_page
     page.goto(f"{live_server.url}/admin/assistants/assistant/add/")
     screenshot("empty-form")
+    assert page.input_value("#id_default_variables") == ""  # "leave empty for none": no {} to delete first
+    assert page.input_value("#id_max_duration_seconds") == "600"
 
     page.fill("#id_name", "Renewals coach")
     page.check("input[name=kind][value=transient]")
@@ -142,6 +144,11 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
         coach,
         {"customerName": "Ana"},
     )
+    page.goto(f"{live_server.url}/admin/assistants/assistanttype/")
+    assert page.inner_text("td.field-who_may_call") == "Only mapped users: 1 mapped user"
+    follow(page, page.locator("td.field-who_may_call a"))
+    screenshot("the-types-mappings")
+    assert page.locator("#result_list tbody tr th a").all_inner_texts() == ["ana-42"]
 
     # c. The preview, reached from the type's page, shows the exact body Vapi would get.
     page.goto(f"{live_server.url}/admin/assistants/assistanttype/{mapping.assistant_type.pk}/change/")
@@ -165,7 +172,8 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
 
     # d. Ana's app starts the call with the real SDK; an unmapped user is refused.
     open_app(page, app_server, sdk_bundle["vapi-fake-daily.js"], settings)
-    call = start(page, APP_TOKEN, live_server.url, "renewals", {"variableValues": {"topic": "a price rise"}, "metadata": {"userId": "ana-42"}})
+    overrides = {"variableValues": {"topic": "a price rise"}, "metadata": {"userId": "ana-42"}}
+    call = start(page, APP_TOKEN, live_server.url, "renewals", overrides)
     assert call == CLIENT_VIEW
     [received] = standin_vapi.received
     created = CallLog.objects.get()
@@ -286,9 +294,9 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     follow(page, versions.nth(1).locator("a", has_text=when(created.history_date)))
     screenshot("older-version")
     assert page.inner_text("#version-intro") == (
-        f"This is “Renewals coach” as it was on {when(created.history_date)}. Press Restore this version at the "
-        "bottom to make it the current one again; you may change fields first. Its client variables are not part "
-        "of the version and stay as they are now."
+        f"Saved on {when(created.history_date)}: this is how “Renewals coach” was then. "
+        "Press Restore this version at the bottom to make it the current one again; you may change fields first. "
+        "Its client variables are not part of the version and stay as they are now."
     )
     assert json.loads(page.input_value("#id_config")) == CONFIG
 
