@@ -9,9 +9,10 @@ from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
-from simple_history.admin import SimpleHistoryAdmin
+from django.utils.html import format_html
 
 from assistants.forms import StaffJSONField
+from assistants.history import StaffHistoryAdmin
 from assistants.models import (
     EXAMPLE_VAPI_ID,
     Assistant,
@@ -45,6 +46,7 @@ class AssistantAdminForm(forms.ModelForm):
     class Meta:
         model = Assistant
         fields = "__all__"
+        help_texts = {"notes": "For staff only: what this assistant is for, who asked for it, what changed."}
         error_messages = {
             "vapi_assistant_id": {
                 "invalid": f"Enter the assistant's id from the Vapi dashboard, e.g. {EXAMPLE_VAPI_ID}.",
@@ -60,10 +62,10 @@ class ClientVariableInline(admin.TabularInline):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(StaffJSONMixin, SimpleHistoryAdmin):
+class AssistantAdmin(StaffJSONMixin, StaffHistoryAdmin):
     form = AssistantAdminForm
     json_rows = {"config": 24, "default_variables": 6}
-    list_display = ("name", "kind", "vapi_assistant_id", "is_active", "updated_at")
+    list_display = ("name", "kind_short", "vapi_assistant_id", "is_active", "updated_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "vapi_assistant_id")
     radio_fields = {"kind": admin.VERTICAL}
@@ -72,9 +74,13 @@ class AssistantAdmin(StaffJSONMixin, SimpleHistoryAdmin):
         (None, {"fields": ("name", "kind", "is_active")}),
         ("What Vapi runs", {"fields": ("vapi_assistant_id", "config")}),
         ("Variables", {"fields": ("default_variables",)}),
-        ("During the call", {"fields": ("backend_url",)}),
+        ("During the call", {"fields": ("max_duration_seconds", "backend_url")}),
         (None, {"fields": ("notes",)}),
     )
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_short(self, obj):
+        return obj.get_kind_display().split(" (", 1)[0]  # "Permanent": the form and filter explain it
 
     def get_urls(self):
         importer = path(
@@ -137,19 +143,34 @@ class CallPreviewForm(forms.Form):
 
 
 @admin.register(AssistantType)
-class AssistantTypeAdmin(SimpleHistoryAdmin):
-    list_display = ("slug", "description", "default_assistant", "mapped_users_only", "mapping_count", "is_active")
+class AssistantTypeAdmin(StaffHistoryAdmin):
+    list_display = ("slug", "description", "default_assistant_name", "who_may_call", "is_active")
     list_filter = ("is_active", "mapped_users_only")
     search_fields = ("slug", "description")
     list_select_related = ("default_assistant",)
     autocomplete_fields = ("default_assistant",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(mapping_count=Count("mappings"))
+        # A GROUP BY query drops Meta.ordering: without order_by the mapping form's type picker
+        # (the autocomplete, which pages) gets its list unordered and Django refuses to page it.
+        return super().get_queryset(request).annotate(mapping_count=Count("mappings")).order_by("slug")
 
-    @admin.display(description="mapped users", ordering="mapping_count")
-    def mapping_count(self, obj):
-        return obj.mapping_count
+    @admin.display(description="default assistant", ordering="default_assistant__name")
+    def default_assistant_name(self, obj):
+        return obj.default_assistant.name if obj.default_assistant else None  # may wrap, unlike a foreign key column
+
+    @admin.display(description="who may call", ordering="mapping_count")
+    def who_may_call(self, obj):
+        """"Everyone; 2 mapped users get their own assistant" or "Only mapped users: 2", linking to those mappings."""
+        count = obj.mapping_count
+        if not count:
+            return "Only mapped users (none yet)" if obj.mapped_users_only else "Everyone"
+        mappings = reverse("admin:assistants_usermapping_changelist") + f"?assistant_type__id__exact={obj.pk}"
+        mapped = f"{count} mapped user{'s' if count != 1 else ''}"
+        if obj.mapped_users_only:
+            return format_html('Only mapped users: <a href="{}">{}</a>', mappings, mapped)
+        verb = "gets" if count == 1 else "get"
+        return format_html('Everyone; <a href="{}">{}</a> {} their own assistant', mappings, mapped, verb)
 
     def get_urls(self):
         preview = path("preview/", self.admin_site.admin_view(self.call_preview_view), name="assistants_call_preview")
@@ -186,7 +207,7 @@ class AssistantTypeAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(UserMapping)
-class UserMappingAdmin(StaffJSONMixin, SimpleHistoryAdmin):
+class UserMappingAdmin(StaffJSONMixin, StaffHistoryAdmin):
     json_rows = {"variable_values": 6}
     list_display = ("user_id", "assistant_type", "assistant", "updated_at")
     list_filter = ("assistant_type", "assistant")

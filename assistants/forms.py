@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from calls.bodies import loads_strict
 
+EMPTY = (None, {}, [])
 MONOSPACE = "font-family: ui-monospace, Menlo, Consolas, monospace; width: 100%; max-width: 60em"
 
 # What Python's json module says, in words for someone who does not write JSON every day.
@@ -39,9 +40,10 @@ def parse_staff_json(text: str):
 
 
 class StaffJSONField(forms.JSONField):
-    """A JSON textarea: an empty box is "nothing" (not the word null), stored JSON is shown indented
-    (2 spaces), and invalid JSON is refused saying where. Which shapes a field takes (an object, a
-    list) is the model's or the form's check, with its own message."""
+    """A JSON textarea: an empty box is "nothing" (not the word null), nothing stored ({}, []) is an
+    empty box, stored JSON is shown indented (2 spaces), and invalid JSON is refused saying where.
+    Which shapes a field takes (an object, a list) is the model's or the form's check, with its
+    own message."""
 
     def __init__(self, *, rows: int = 10, **kwargs):
         kwargs["widget"] = forms.Textarea(
@@ -71,9 +73,18 @@ class StaffJSONField(forms.JSONField):
         except ValidationError:
             return forms.fields.InvalidJSONInput(data)
 
+    def has_changed(self, initial, data):
+        try:
+            typed = self.to_python(data)
+        except ValidationError:
+            return True
+        if initial in EMPTY and typed in EMPTY:  # an empty box where nothing ({} or []) was stored
+            return False
+        return super().has_changed(initial, data)
+
     def prepare_value(self, value):
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
-        if value is None:
+        if value in EMPTY:  # "Leave empty for none" means an empty box, not {} or null
             return ""
         return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)

@@ -25,7 +25,7 @@ _NAME_MAX_LENGTH = Assistant._meta.get_field("name").max_length
 @dataclass
 class ImportResult:
     created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # "old name → new name"
     unchanged: int = 0
     skipped: int = 0  # entries without a usable id
     limit: int = IMPORT_LIMIT
@@ -36,7 +36,7 @@ class ImportResult:
         if self.created:
             parts.append(f"Created {len(self.created)}: {', '.join(self.created)}")
         if self.updated:
-            parts.append(f"updated {len(self.updated)}: {', '.join(self.updated)}")
+            parts.append(f"renamed {len(self.updated)}: {', '.join(self.updated)}")
         parts.append(f"unchanged {self.unchanged}")
         if self.skipped:
             parts.append(f"skipped {self.skipped} without a valid id")
@@ -80,11 +80,11 @@ def import_assistants_from_vapi(vapi: VapiClient, *, limit: int | None = None, b
             if name == existing.name:
                 result.unchanged += 1
                 continue
+            result.updated.append(f"{existing.name} → {name}")
             existing.name = name
             existing._history_user = by
             existing._change_reason = "Name updated from Vapi"
             existing.save(update_fields=["name", "updated_at"])
-            result.updated.append(name)
     return result
 
 

@@ -138,6 +138,7 @@ def assistant_form(**fields) -> dict:
         "vapi_assistant_id": "",
         "config": "",
         "default_variables": "",
+        "max_duration_seconds": "600",
         "notes": "",
         "client_variables-TOTAL_FORMS": "0",
         "client_variables-INITIAL_FORMS": "0",
@@ -339,6 +340,19 @@ def test_the_default_assistant_picker_finds_assistants_by_name(admin_client, ali
 # --- Assistant types and mappings ---------------------------------------------------------------
 
 
+def test_the_mapping_forms_assistant_type_picker_lists_types_by_name(admin_client, alice):
+    AssistantType.objects.create(slug="renewals")
+    AssistantType.objects.create(slug="onboarding")
+
+    response = admin_client.get(
+        "/admin/autocomplete/",
+        {"app_label": "assistants", "model_name": "usermapping", "field_name": "assistant_type", "term": ""},
+    )
+
+    assert response.status_code == HTTPStatus.OK
+    assert [item["text"] for item in response.json()["results"]] == ["onboarding", "renewals", "sales-coach"]
+
+
 def test_the_assistant_type_list_shows_each_types_default_assistant_and_mapped_users(admin_client, alice):
     AssistantType.objects.create(slug="support", mapped_users_only=True)
 
@@ -350,8 +364,14 @@ def test_the_assistant_type_list_shows_each_types_default_assistant_and_mapped_u
         ("sales-coach", "Sales coach", 1),
         ("support", None, 0),
     ]
-    assertContains(response, '<td class="field-default_assistant nowrap">Sales coach</td>', html=True)
-    assertContains(response, '<td class="field-mapping_count">1</td>', html=True)
+    assertContains(response, '<td class="field-default_assistant_name">Sales coach</td>', html=True)
+    assertContains(
+        response,
+        '<td class="field-who_may_call">Everyone; <a href="/admin/assistants/usermapping/?assistant_type__id__exact='
+        f'{alice.assistant_type.pk}">1 mapped user</a> gets their own assistant</td>',
+        html=True,
+    )
+    assertContains(response, '<td class="field-who_may_call">Only mapped users (none yet)</td>', html=True)
 
 
 def mapping_form(alice, **fields) -> dict:

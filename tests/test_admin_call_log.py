@@ -135,7 +135,7 @@ def test_the_csv_has_every_row_the_list_shows_with_plain_headers_and_no_secrets(
         ({"q": "alice"}, [CREATED_ROW]),
         ({"created_at__year": "2026", "created_at__month": "12"}, [FAILED_ROW, REJECTED_ROW]),
         ({"created_at__year": "2026", "created_at__month": "12", "q": "bob"}, [REJECTED_ROW]),
-        ({"o": "2"}, [CREATED_ROW, REJECTED_ROW, FAILED_ROW]),  # ordered by user id, as the list can be
+        ({"o": "3"}, [CREATED_ROW, REJECTED_ROW, FAILED_ROW]),  # ordered by user id (third column), as the list can be
         ({"outcome__exact": "pending"}, []),
     ],
 )
@@ -194,6 +194,20 @@ def test_the_list_shows_duration_and_cost_readably_and_blanks_as_a_dash(admin_cl
     assertContains(response, '<td class="field-duration">-</td>', count=2, html=True)
     assertContains(response, '<td class="field-cost_usd">-</td>', count=2, html=True)
     assertNotContains(response, CONTROL_URL)
+
+
+def test_the_lists_outcome_column_carries_the_error_code_or_vapis_call_status(admin_client, reported):
+    response = admin_client.get(CHANGELIST)
+
+    rows = response.context["cl"].result_list
+    outcome = response.context["cl"].model_admin.outcome_summary
+    assert {log.request_id: outcome(log) for log in rows} == {
+        "req-created": "Created, ended",
+        "req-rejected": "Rejected: variable_not_allowed",
+        "req-failed": "Failed: upstream_timeout",
+    }
+    assertContains(response, '<td class="field-outcome_summary">Created, ended</td>', html=True)
+    assertContains(response, '<span id="call-log-count">3 entries</span>', html=True)
 
 
 def test_staff_without_the_call_log_cannot_download_it(client, django_user_model, reported):
@@ -271,7 +285,17 @@ def test_the_charts_page_draws_three_charts_and_lists_the_numbers(admin_client, 
         html=True,
     )
     assertContains(response, '<p id="chart-totals">In total: 3 calls, 2 failures, $0.40.</p>', html=True)
+    for title in ("Calls per day", "Failures per day (rejected or failed)", "Cost per day (USD)"):
+        assertContains(response, f"<h2>{title}</h2>", count=1, html=True)  # not only in a tooltip
     assertNotContains(response, 'src="http')  # nothing fetched from elsewhere
+
+
+def test_the_charts_total_says_one_call_and_one_failure_in_the_singular(admin_client, db):
+    logged(timezone.now(), "rejected", None, "a")
+
+    response = admin_client.get("/admin/calls/calllog/charts/")
+
+    assertContains(response, '<p id="chart-totals">In total: 1 call, 1 failure, $0.00.</p>', html=True)
 
 
 def test_the_charts_are_linked_from_the_admin_index(admin_client, db):

@@ -4,6 +4,8 @@ import json
 from http import HTTPStatus
 
 import pytest
+from django.utils import timezone
+from django.utils.formats import date_format
 from pytest_django.asserts import assertContains, assertRedirects
 
 from assistants.models import Assistant
@@ -88,16 +90,52 @@ def test_an_older_version_is_shown_and_restoring_it_brings_its_config_back(admin
     shown = admin_client.get(url)
     form = shown.context["adminform"].form
     assert json.loads(form["config"].value()) == configs[1]
-    assertContains(shown, "Revert Sales coach")
+    assertContains(shown, "<h1>Restore an older version of Sales coach</h1>", html=True)
+    saved = date_format(timezone.localtime(oldest_change.history_date), "DATETIME_FORMAT")
+    assertContains(shown, f"Saved on {saved} by admin: this is how “Sales coach” was then.")
+    assertContains(shown, '<input type="submit" value="Restore this version" class="default" name="_save">', html=True)
 
-    restored = admin_client.post(url, form_data(form))
+    restored = admin_client.post(url, form_data(form), follow=True)
 
-    assert restored.status_code == HTTPStatus.FOUND
+    assert restored.redirect_chain == [(f"/admin/assistants/assistant/{assistant.pk}/change/", HTTPStatus.FOUND)]
+    when = date_format(timezone.localtime(oldest_change.history_date), "DATETIME_FORMAT")
+    assert [str(m) for m in restored.context["messages"]] == [
+        f"Restored “Sales coach” to its version of {when}: the restore is the newest entry in its history, "
+        "so it can be undone the same way."
+    ]
     assistant.refresh_from_db()
     assert assistant.config == configs[1]
     newest = assistant.history.first()
     assert (newest.history_type, newest.history_user.username, newest.config) == ("~", "admin", configs[1])
     assert assistant.history.count() == 4
+
+
+def test_the_history_says_which_settings_of_the_config_changed_in_json(admin_client, edited_twice):
+    assistant, configs = edited_twice
+    config = {**configs[2], "model": {**configs[2]["model"], "model": "gpt-4o"}, "endCallMessage": "Bye!"}
+    save_config(admin_client, assistant, config)
+
+    response = admin_client.get(f"/admin/assistants/assistant/{assistant.pk}/history/")
+
+    newest, previous = list(response.context["page_obj"].object_list)[:2]
+    assert newest.history_delta_changes == [
+        {"field": "Assistant config, model.model", "old": '"gpt-4o-mini"', "new": '"gpt-4o"'},
+        {"field": "Assistant config, endCallMessage", "old": "(not set)", "new": '"Bye!"'},
+    ]
+    assert previous.history_delta_changes == [
+        {
+            "field": "Assistant config, firstMessage",
+            "old": '"Hello {{customerName}}."',
+            "new": '"Good day {{customerName}}."',
+        },
+    ]
+    version = assistant.history.order_by("history_date")[0]
+    assertContains(
+        response,
+        f'<a href="/admin/assistants/assistant/{assistant.pk}/history/{version.history_id}/">'
+        f"{date_format(timezone.localtime(version.history_date), 'DATETIME_FORMAT')}</a>",
+        html=True,
+    )
 
 
 def test_mapping_and_type_changes_are_kept_with_the_user(admin_client, alice):

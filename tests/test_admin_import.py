@@ -63,7 +63,7 @@ def test_import_creates_renames_and_leaves_alone_and_says_so(admin_client, fake_
     response = admin_client.post(IMPORT, follow=True)
 
     assert shown_messages(response) == [
-        ("success", "Created 2: Onboarding, Vapi assistant 22222222; updated 1: Premium coach v2; unchanged 1.")
+        ("success", "Created 2: Onboarding, Vapi assistant 22222222; renamed 1: Premium coach → Premium coach v2; unchanged 1.")
     ]
     request = fake_vapi.requests[-1]
     assert (request.method, str(request.url)) == ("GET", "https://vapi.test/assistant?limit=1000")
@@ -180,7 +180,12 @@ def test_the_import_button_is_on_the_assistant_list_and_needs_a_post(admin_clien
     by_get = admin_client.get(IMPORT)
 
     assertContains(page, f'<form method="post" action="{IMPORT}" id="import-from-vapi-form"')
-    assertContains(page, '<button type="submit" id="import-from-vapi-button" class="button">Import assistants from Vapi</button>', html=True)
+    assertContains(
+        page,
+        '<button type="submit" id="import-from-vapi-button" title="Adds the assistants of your Vapi organization '
+        'that are not here yet, as permanent assistants">Import assistants from Vapi</button>',
+        html=True,
+    )
     assert (by_get.status_code, by_get["Location"]) == (HTTPStatus.FOUND, CHANGELIST)
     assert fake_vapi.requests == []
 

@@ -92,6 +92,28 @@ def test_the_json_boxes_are_monospace_and_tall_enough_for_a_config(admin_client,
     assertContains(response, 'id="id_config"')
 
 
+def test_no_default_variables_is_an_empty_box_and_saving_it_unchanged_changes_nothing(admin_client, db):
+    added = admin_client.get("/admin/assistants/assistant/add/")
+    assert added.context["adminform"].form["default_variables"].value() == ""
+    assistant = Assistant.objects.create(name="Plain", config={"firstMessage": "Hi"})
+    form = admin_client.get(f"/admin/assistants/assistant/{assistant.pk}/change/").context["adminform"].form
+
+    assert form["default_variables"].value() == ""
+    assert not form.fields["default_variables"].has_changed({}, "")
+    assert form.fields["default_variables"].has_changed({}, '{"companyName": "Acme"}')
+    assert form.fields["default_variables"].has_changed({"companyName": "Acme"}, "")
+
+
+def test_the_longest_call_is_set_in_the_assistant_form(admin_client, db):
+    response = admin_client.post(
+        "/admin/assistants/assistant/add/",
+        assistant_form(config='{"firstMessage": "Hi"}', max_duration_seconds="900", notes="For the spring campaign."),
+    )
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert Assistant.objects.values_list("max_duration_seconds", "notes").get() == (900, "For the spring campaign.")
+
+
 def test_default_variables_that_are_not_an_object_are_refused_in_words(admin_client, db):
     response = admin_client.post(
         "/admin/assistants/assistant/add/",

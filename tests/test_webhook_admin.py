@@ -352,7 +352,7 @@ def test_the_call_log_list_shows_status_duration_and_cost(admin_client, finished
     response = admin_client.get("/admin/calls/calllog/")
 
     assert listed(response) == [finished_call]
-    assertContains(response, '<td class="field-call_status">ended</td>', html=True)
+    assertContains(response, '<td class="field-outcome_summary">Created, ended</td>', html=True)
     assertContains(response, '<td class="field-duration">1 min 34 s</td>', html=True)
     assertContains(response, '<td class="field-cost_usd">$0.1234</td>', html=True)
 

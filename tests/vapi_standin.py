@@ -41,7 +41,8 @@ class Received:
 
 
 class StandInVapi(ThreadingHTTPServer):
-    """Answers every POST with `answer`, after `delay` seconds; records what it received."""
+    """Answers every POST with `answer`, after `delay` seconds, and a GET with what `reply_to_get`
+    set for its path (404 otherwise); records what it received."""
 
     daemon_threads = False  # so server_close() joins every handler thread
 
@@ -50,6 +51,7 @@ class StandInVapi(ThreadingHTTPServer):
         self.received: list[Received] = []
         self.delay = 0.0
         self.released = threading.Event()
+        self.get_answers: dict[str, tuple[int, dict, bytes]] = {}
         self.reply(HTTPStatus.CREATED, json.dumps(CALL).encode())
 
     @property
@@ -59,17 +61,31 @@ class StandInVapi(ThreadingHTTPServer):
     def reply(self, status: int, content: bytes, headers: dict | None = None):
         self.answer = (status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, content)
 
+    def reply_to_get(self, path: str, status: int, content: bytes):
+        """What GET `path` (without its query string, e.g. "/assistant") answers."""
+        self.get_answers[path] = (status, {"Content-Type": "application/json; charset=utf-8"}, content)
+
 
 class _StandInHandler(BaseHTTPRequestHandler):
     server: StandInVapi
 
     def do_POST(self):
+        self._record()
+        if self.server.delay and self.server.released.wait(self.server.delay):
+            return  # the test is over and the proxy gave up long ago
+        self._answer(*self.server.answer)
+
+    def do_GET(self):
+        self._record()
+        not_found = (HTTPStatus.NOT_FOUND, {"Content-Type": "application/json"}, b'{"message": "Not Found"}')
+        self._answer(*self.server.get_answers.get(self.path.split("?", 1)[0], not_found))
+
+    def _record(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = [(name.lower(), value) for name, value in self.headers.items()]
         self.server.received.append(Received(self.command, self.path, headers, body))
-        if self.server.delay and self.server.released.wait(self.server.delay):
-            return  # the test is over and the proxy gave up long ago
-        status, headers, content = self.server.answer
+
+    def _answer(self, status, headers, content):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
