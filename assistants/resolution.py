@@ -5,8 +5,8 @@ One code path for every way a call starts, so what staff configure is what Vapi 
 
 from dataclasses import dataclass
 
-from assistants.models import Assistant, AssistantType, UserMapping
-from calls.db import unique_row
+from assistants.models import Assistant, AssistantType, EndUser, UserMapping
+from calls.db import JoinedQuery, unique_row
 from calls.errors import ProxyError
 
 
@@ -29,17 +29,53 @@ class Resolution:
         return {**self.assistant.vapi_target(), "assistantOverrides": overrides}
 
 
-def resolve_assistant(*, user_id: str, assistant_type: str, client_variables: dict) -> Resolution:
-    """Finds the user's assistant for the type and merges variables: defaults < client < mapping."""
-    mapping = unique_row(
-        UserMapping.objects.select_related("assistant", "assistant_type").filter(
-            user_id=user_id, assistant_type__slug=assistant_type
-        )
-    )
+@dataclass(frozen=True)
+class Found:
+    """What the database holds for one (userId, assistantType)."""
+
+    assistant_type: AssistantType | None
+    mapping: UserMapping | None
+    end_user: EndUser | None
+
+
+def _column(model, field_name: str) -> str:
+    return model._meta.get_field(field_name).column
+
+
+_FIND = JoinedQuery(
+    [(AssistantType, "t"), (Assistant, "da"), (UserMapping, "m"), (Assistant, "ma"), (EndUser, "e")],
+    lambda q: (
+        f"FROM {q(AssistantType._meta.db_table)} t"
+        f" LEFT JOIN {q(Assistant._meta.db_table)} da ON da.id = t.{q(_column(AssistantType, 'default_assistant'))}"
+        f" LEFT JOIN {q(UserMapping._meta.db_table)} m"
+        f" ON m.{q(_column(UserMapping, 'assistant_type'))} = t.id AND m.{q(_column(UserMapping, 'user_id'))} = %s"
+        f" LEFT JOIN {q(Assistant._meta.db_table)} ma ON ma.id = m.{q(_column(UserMapping, 'assistant'))}"
+        f" LEFT JOIN {q(EndUser._meta.db_table)} e ON e.{q(_column(EndUser, 'user_id'))} = %s"
+        f" WHERE t.{q(_column(AssistantType, 'slug'))} = %s"
+    ),
+)
+
+
+def find(*, user_id: str, assistant_type: str) -> Found:
+    """The type with its default assistant, the user's mapping for it with its assistant, and the
+    user's own row (blocks, limits), in one query: this runs on every call start."""
+    row = _FIND.first([user_id, user_id, assistant_type])
+    if row is None:  # no such type: nothing carried the user's row along
+        return Found(None, None, unique_row(EndUser.objects.filter(user_id=user_id)))
+    kind, default, mapping, mapped, end_user = row
+    kind.default_assistant = default
     if mapping is not None:
-        kind = mapping.assistant_type
-    else:
-        kind = unique_row(AssistantType.objects.select_related("default_assistant").filter(slug=assistant_type))
+        mapping.assistant_type = kind
+        mapping.assistant = mapped
+    return Found(kind, mapping, end_user)
+
+
+def resolve_assistant(
+    *, user_id: str, assistant_type: str, client_variables: dict, found: Found | None = None
+) -> Resolution:
+    """Finds the user's assistant for the type and merges variables: defaults < client < mapping."""
+    found = found or find(user_id=user_id, assistant_type=assistant_type)
+    mapping, kind = found.mapping, found.assistant_type
     if kind is None or not kind.is_active:
         raise ProxyError(
             404,

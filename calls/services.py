@@ -16,7 +16,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from assistants.models import EndUser
-from assistants.resolution import Resolution, resolve_assistant
+from assistants.resolution import Resolution, find, resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
 from calls.db import release_db_connection, savepoint_if_nested, unique_row
 from calls.errors import ProxyError, short
@@ -158,10 +158,13 @@ def resolve_for_user(
     *, user_id: str, assistant_type: str, client_variables: dict
 ) -> tuple[EndUser | None, Resolution]:
     """Refuses a blocked user, then resolves the assistant; returns the user's row (if any) and the resolution."""
-    end_user = unique_row(EndUser.objects.filter(user_id=user_id))
+    found = find(user_id=user_id, assistant_type=assistant_type)
+    end_user = found.end_user
     if end_user is not None and end_user.is_blocked:
         raise ProxyError(403, "user_blocked", "This user may not start calls; contact support.")
-    resolution = resolve_assistant(user_id=user_id, assistant_type=assistant_type, client_variables=client_variables)
+    resolution = resolve_assistant(
+        user_id=user_id, assistant_type=assistant_type, client_variables=client_variables, found=found
+    )
     return end_user, resolution
 
 
