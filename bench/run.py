@@ -58,7 +58,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 LOOPBACK = "127.0.0.1"
 ASSISTANT_TYPE = "bench-coach"
 USERS = 100_000  # userIds the load spreads over (bench-0 .. bench-99999)
-DEFAULT_POOL_SIZE = 10  # DATABASE_POOL_MAX_SIZE for the bench when --pool-size is not given
+DEFAULT_POOL_SIZE = 20  # DATABASE_POOL_MAX_SIZE for the bench: the README's production example
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 

@@ -96,3 +96,50 @@ class JoinedQuery:
                 readers,
             )
         return compiled
+
+
+# The call log's INSERT before Vapi and UPDATE after it, as Model.save() writes them, with the
+# statement built once per model instead of on every call start (~0.6 ms of CPU per start).
+# Values go through each field's pre_save() and get_db_prep_save(), as in save(). No signals
+# are sent: nothing listens to the call log's.
+_statements: dict[tuple, str] = {}
+
+
+def insert_row(instance: models.Model) -> None:
+    """Saves a new instance: what `instance.save()` does for a model with an auto primary key."""
+    meta = instance._meta
+    fields = [field for field in meta.concrete_fields if field is not meta.pk]
+    returning = connection.features.can_return_columns_from_insert
+    key = ("insert", type(instance), connection.vendor)
+    sql = _statements.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sql = _statements[key] = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))})"
+            + (f" RETURNING {quote(meta.pk.column)}" if returning else "")
+        )
+    values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+    setattr(instance, meta.pk.attname, pk)
+    instance._state.adding = False
+    instance._state.db = connection.alias
+
+
+def update_row(instance: models.Model, field_names: list[str]) -> None:
+    """Writes these fields of a saved instance: what `instance.save(update_fields=...)` does."""
+    meta = instance._meta
+    fields = [meta.get_field(name) for name in field_names]
+    key = ("update", type(instance), tuple(field_names), connection.vendor)
+    sql = _statements.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sql = _statements[key] = (
+            f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(field.column)} = %s' for field in fields)}"
+            f" WHERE {quote(meta.pk.column)} = %s"
+        )
+    values = [field.get_db_prep_save(field.pre_save(instance, False), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, meta.pk.get_db_prep_value(instance.pk, connection)])

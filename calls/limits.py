@@ -21,7 +21,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from assistants.models import EndUser, UserMapping
-from calls.db import savepoint_if_nested
+from calls.db import insert_row, savepoint_if_nested
 from calls.errors import ProxyError
 from calls.models import AdmissionLock, CallLog
 
@@ -93,7 +93,7 @@ def admit(log: CallLog, *, limits: Limits, max_duration_seconds: int, now: datet
             _check(log, limits, now)
         log.outcome = CallLog.Outcome.PENDING
         log.active_until = now + timedelta(seconds=max_duration_seconds + settings.ACTIVE_CALL_GRACE_SECONDS)
-        log.save()
+        insert_row(log)
 
 
 def _lock_keys(log: CallLog, limits: Limits) -> list[str]:

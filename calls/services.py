@@ -18,7 +18,7 @@ from django.utils import timezone
 from assistants.models import EndUser
 from assistants.resolution import Resolution, find, resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
-from calls.db import release_db_connection, savepoint_if_nested, unique_row
+from calls.db import release_db_connection, savepoint_if_nested, unique_row, update_row
 from calls.errors import ProxyError, short
 from calls.identity import Identity, check_claims
 from calls.limits import RUNNING, admit, limits_for, note_refusal, refusals_exceeded
@@ -127,8 +127,8 @@ def call_web_start(*, incoming: Incoming, max_body_bytes: int, vapi: VapiClient 
     log.latency_ms = elapsed_ms(started)
     try:
         with savepoint_if_nested():
-            log.save(
-                update_fields=["upstream_status", "vapi_call_id", "control_url", "outcome", "status_code", "latency_ms"]
+            update_row(
+                log, ["upstream_status", "vapi_call_id", "control_url", "outcome", "status_code", "latency_ms"]
             )
     except IntegrityError:
         # Vapi call ids are unique; a repeat would otherwise leave this row pending and answer 500.
