@@ -708,7 +708,8 @@ def describe_setup(args, env: dict, client: str) -> str:
                            text=True)
     load = os.getloadavg()
     return (
-        f"load average before the run {args.load_before:.2f}, after {load[0]:.2f}\n"
+        f"load average before the run {args.load_before:.2f}, after {load[0]:.2f}; "
+        f"this CPU's speed: a 10-million-step Python loop took {python_loop_seconds():.2f} s\n"
         f"commit {commit.stdout.strip() or '?'}{' + uncommitted changes' if dirty.stdout.strip() else ''}, "
         f"{os.cpu_count()} CPUs, load generator: {client}\n"
         f"proxy: bin/serve (gunicorn gthread), WEB_CONCURRENCY={setting('WEB_CONCURRENCY', gunicorn_default('workers'))}, "
@@ -717,6 +718,15 @@ def describe_setup(args, env: dict, client: str) -> str:
         f"Redis db {args.redis_db}, PROXY_IDENTITY=open, "
         f"{'every limit on at 1000000' if args.limits == 'high' else 'no limits'}, LOG_LEVEL=WARNING, access log on"
     )
+
+
+def python_loop_seconds() -> float:
+    """A yardstick printed with the table: a virtual machine's CPU speed changes from run to run."""
+    started = time.process_time()
+    total = 0
+    for number in range(10_000_000):
+        total += number
+    return time.process_time() - started
 
 
 def gunicorn_default(name: str) -> str:
