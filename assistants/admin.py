@@ -30,6 +30,9 @@ from calls.vapi import VapiError, get_vapi_client
 logger = logging.getLogger("assistants")
 
 admin.site.index_template = "admin/staff_index.html"  # the usual index with a "Tools" box on top
+# The navigation sidebar took a quarter of a laptop screen from the call log's columns; the
+# breadcrumbs and the index lead everywhere it did.
+admin.site.enable_nav_sidebar = False
 
 class StaffJSONMixin:
     """Every JSON field of the model as a monospace box that says where invalid JSON is broken."""

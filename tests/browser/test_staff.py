@@ -352,3 +352,18 @@ def test_staff_import_assistants_from_vapi(admin_page, live_server, coach, stand
         ["Support line", "Permanent", PERMANENT_ID],
     ]
     assert fits_beside_the_filters(page)
+
+
+def test_staff_find_the_tools_on_the_admin_home(admin_page, live_server, screenshot):
+    page = admin_page
+    page.goto(f"{live_server.url}/admin/")
+    screenshot("admin-home")
+
+    for link_id, text in (("#index-preview-call-link", "Preview a call"), ("#index-call-charts-link", "Call charts")):
+        link = page.locator(link_id)
+        box = link.bounding_box()
+        assert link.inner_text() == text
+        # On one line, not a letter per line (the admin's dashboard styles once squeezed it so).
+        assert box["width"] > 3 * box["height"]
+    follow(page, "#index-call-charts-link")
+    assert page.locator("h1").inner_text() == "Call charts: the last 30 days"
