@@ -7,7 +7,8 @@ so the status is repeated in the body.
 import logging
 from http import HTTPStatus
 
-from django.http import JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 
@@ -72,6 +73,11 @@ def drf_exception_handler(exc, context):
     """REST framework's EXCEPTION_HANDLER: every exception a DRF view raises becomes the one shape."""
     if isinstance(exc, ProxyError):
         return exc.to_response()
+    # Django's own exceptions, as REST framework's default handler maps them.
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, drf_exceptions.APIException):
         headers = {}
         if getattr(exc, "wait", None):

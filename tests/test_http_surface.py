@@ -8,7 +8,9 @@ import re
 from http import HTTPStatus
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.db import OperationalError
+from django.http import Http404
 from django.test import Client
 from django.urls import clear_url_caches
 
@@ -621,3 +623,30 @@ def test_it_answers_json_whatever_the_accept_header_says(client, sales_coach, fa
     assert response.status_code == HTTPStatus.CREATED
     assert response["Content-Type"] == "application/json"
     assert response.json()["id"] == "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11"
+
+
+@pytest.mark.parametrize(
+    "raised, status, code, message",
+    [
+        (Http404("no such assistant row 42"), 404, "not_found", "Not found."),
+        (PermissionDenied("staff only: row 42"), 403, "permission_denied", "You do not have permission to perform this action."),
+    ],
+    ids=["Http404", "PermissionDenied"],
+)
+def test_djangos_own_refusals_in_an_api_view_keep_their_status(client, db, monkeypatch, raised, status, code, message):
+    def refuse(self, request):
+        raise raised
+
+    monkeypatch.setattr("calls.views.HealthView.get", refuse)
+
+    response = client.get("/healthz")
+
+    assert response.status_code == status
+    assert response.json() == {
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+        "code": code,
+        "requestId": response["X-Request-ID"],
+    }
+    assert b"row 42" not in response.content
