@@ -319,6 +319,21 @@ class PhoneRoute(models.Model):
     class Meta:
         ordering = ["phone_number", "phone_number_id"]
         verbose_name = "phone number route"
+        # Two active routes for one number would leave the answering assistant to chance.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["phone_number_id"],
+                condition=models.Q(is_active=True) & ~models.Q(phone_number_id=""),
+                name="one_active_route_per_phone_number_id",
+                violation_error_message="Another active route already has this Vapi phone number id.",
+            ),
+            models.UniqueConstraint(
+                fields=["phone_number"],
+                condition=models.Q(is_active=True) & ~models.Q(phone_number=""),
+                name="one_active_route_per_phone_number",
+                violation_error_message="Another active route already has this phone number.",
+            ),
+        ]
 
     def __str__(self):
         return self.phone_number or self.phone_number_id

@@ -467,6 +467,33 @@ def test_a_route_with_an_id_or_a_number_is_saved(admin_client, sales_coach, fiel
     )
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"phone_number": "+14155550100"}, "Another active route already has this phone number."),
+        ({"phone_number_id": "pn-1"}, "Another active route already has this Vapi phone number id."),
+    ],
+    ids=["same-number", "same-id"],
+)
+def test_a_second_active_route_for_one_number_is_refused(admin_client, sales_coach, phone_route, fields, message):
+    response = admin_client.post("/admin/assistants/phoneroute/add/", route_form(sales_coach, **fields))
+
+    assert form_errors(response) == {"__all__": [message]}
+    assert list(PhoneRoute.objects.all()) == [phone_route]
+
+
+def test_a_number_may_get_a_new_route_while_its_old_one_is_switched_off(admin_client, sales_coach, phone_route):
+    phone_route.is_active = False
+    phone_route.save()
+
+    response = admin_client.post(
+        "/admin/assistants/phoneroute/add/", route_form(sales_coach, phone_number="+14155550100", phone_number_id="pn-1")
+    )
+
+    assertRedirects(response, "/admin/assistants/phoneroute/", fetch_redirect_response=False)
+    assert PhoneRoute.objects.filter(phone_number="+14155550100", is_active=True).count() == 1
+
+
 def test_a_caller_with_a_number_not_in_e164_form_shows_one_plain_message(admin_client, db):
     response = admin_client.post(
         "/admin/assistants/phonecaller/add/", {"phone_number": "415-555-0123", "user_id": "ana"}
