@@ -105,7 +105,8 @@ class Assistant(FieldChecksMixin, models.Model):
         validators=[URLValidator(schemes=["https", "http"])],
         blank=True,
         help_text="Where this assistant's tool calls, transfer and knowledge-base requests go. "
-        "Empty: CUSTOMER_BACKEND_URL.",
+        "Empty: CUSTOMER_BACKEND_URL. The backend secret is sent only to that URL's site and the sites "
+        "in CUSTOMER_BACKEND_SECRET_ORIGINS.",
     )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,13 +1,15 @@
 """Messages whose answer belongs to the customer's own backend (tool calls, transfers, knowledge base).
 
 The proxy forwards them to the backend URL set on the call's assistant, or to
-`CUSTOMER_BACKEND_URL`, with the backend's own credential, and returns its answer within
+`CUSTOMER_BACKEND_URL`, with the backend's own credential (only to the origins the operator
+trusts with it), and returns its answer within
 Vapi's timeout. Without a backend, tool calls get an error result for each call, so the
 assistant can say something instead of waiting.
 """
 
 import logging
 import threading
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -29,7 +31,15 @@ def relay_to_backend(kind: str, message: dict, *, assistant=None) -> dict:
         return _unavailable(kind, message, "No backend is configured to handle this request.")
     headers = {}
     if settings.CUSTOMER_BACKEND_SECRET:
-        headers["Authorization"] = f"Bearer {settings.CUSTOMER_BACKEND_SECRET}"
+        if _may_get_secret(url):
+            headers["Authorization"] = f"Bearer {settings.CUSTOMER_BACKEND_SECRET}"
+        else:
+            logger.warning(
+                "backend relay of %s to %s goes without CUSTOMER_BACKEND_SECRET: add its origin to "
+                "CUSTOMER_BACKEND_SECRET_ORIGINS if it should get it",
+                kind,
+                _origin(url),
+            )
     # The backend needs the request, not the live-call monitor URLs.
     call = message.get("call")
     if isinstance(call, dict) and "monitor" in call:
@@ -50,6 +60,22 @@ def relay_to_backend(kind: str, message: dict, *, assistant=None) -> dict:
         logger.warning("backend relay of %s: the answer is not a JSON object", kind)
         return _unavailable(kind, message, "The backend answered with something unexpected.")
     return answer
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _may_get_secret(url: str) -> bool:
+    """The shared secret goes to CUSTOMER_BACKEND_URL's origin and the ones the operator listed, never
+    to any URL a staff member types into an assistant."""
+    trusted = [settings.CUSTOMER_BACKEND_URL, *settings.CUSTOMER_BACKEND_SECRET_ORIGINS]
+    try:
+        return _origin(url) in {_origin(item) for item in trusted if item}
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def _unavailable(kind: str, message: dict, text: str) -> dict:

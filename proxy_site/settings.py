@@ -254,6 +254,9 @@ PHONE_UNAVAILABLE_MESSAGE = env.str(
 # Where tool calls, transfer requests and knowledge-base requests go (an assistant may set its own).
 CUSTOMER_BACKEND_URL = env.str("CUSTOMER_BACKEND_URL", default="")
 CUSTOMER_BACKEND_SECRET = _secret("CUSTOMER_BACKEND_SECRET")
+# Besides CUSTOMER_BACKEND_URL's own origin, the origins (https://host[:port]) of assistants' backend
+# URLs that get CUSTOMER_BACKEND_SECRET; any other backend URL gets no Authorization header.
+CUSTOMER_BACKEND_SECRET_ORIGINS = env.list("CUSTOMER_BACKEND_SECRET_ORIGINS", default=[])
 CUSTOMER_BACKEND_TIMEOUT_SECONDS = env.float("CUSTOMER_BACKEND_TIMEOUT_SECONDS", default=10.0)
 
 # Retention (manage.py purge_expired, from cron) and the missed-webhook sweep.

@@ -1179,6 +1179,40 @@ def test_an_assistants_backend_url_is_used_without_a_global_one(client, web_call
     assert [str(r.url) for r in backend.requests] == ["https://coach-tools.example.org/vapi"]
 
 
+@pytest.mark.parametrize(
+    ("backend_url", "trusted_origins", "authorized"),
+    [
+        pytest.param("https://backend.example.com/coach/tools", [], True, id="same-origin-as-the-global-url"),
+        pytest.param("https://coach-tools.example.org/vapi", [], False, id="another-origin"),
+        pytest.param("https://backend.example.com:8443/vapi", [], False, id="another-port"),
+        pytest.param("http://backend.example.com/vapi", [], False, id="plain-http"),
+        pytest.param(
+            "https://coach-tools.example.org/vapi", ["https://coach-tools.example.org"], True, id="listed-origin"
+        ),
+        pytest.param(
+            "https://coach-tools.example.org:443/vapi", ["https://COACH-TOOLS.example.org/"], True, id="listed-alike"
+        ),
+    ],
+)
+def test_the_backend_secret_goes_only_to_origins_the_operator_trusts(
+    client, web_call, backend_on, settings, caplog, backend_url, trusted_origins, authorized
+):
+    settings.CUSTOMER_BACKEND_SECRET_ORIGINS = trusted_origins
+    web_call.assistant.backend_url = backend_url
+    web_call.assistant.save()
+    backend_on.answer = lambda request: httpx.Response(200, json=BACKEND_RESULTS)
+
+    response = post_webhook(client, for_row(vapi_message("tool_calls"), web_call))
+
+    assert response.json() == BACKEND_RESULTS
+    [request] = backend_on.requests
+    assert request.url == httpx.URL(backend_url)
+    assert request.headers.get("Authorization") == (f"Bearer {BACKEND_SECRET}" if authorized else None)
+    warned = [r.getMessage() for r in caplog.records if "CUSTOMER_BACKEND_SECRET_ORIGINS" in r.getMessage()]
+    assert len(warned) == (0 if authorized else 1)
+    assert BACKEND_SECRET not in caplog.text
+
+
 BACKEND_REFUSED = "The backend could not handle this request."
 BACKEND_ODD = "The backend answered with something unexpected."
 
