@@ -265,6 +265,8 @@ CALL_PHONE_ERRORS = [
     (400, "invalid_idempotency_key", "The Idempotency-Key header must be 1 to 255 characters; leave it out to send "
      "without one."),
     (409, "idempotency_in_progress", "A request with this Idempotency-Key is still being handled; retry in a few seconds."),
+    (504, "upstream_outcome_unknown", "The proxy stopped before Vapi answered; the call may have started. Check the "
+     "Vapi dashboard before you place it again."),
     (422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body; use a new key for "
      "a new call."),
     *_BODY_ERRORS,

@@ -44,6 +44,7 @@ from calls.services import (
     finish_call_log,
     internal_error,
     new_call_log,
+    settle_interrupted_calls,
     usable_call_id,
     upstream_error,
 )
@@ -257,6 +258,9 @@ def _answer_of_first(log: CallLog) -> PhoneCallAnswer:
     """
     key, request_sha256 = log.idempotency_key, log.request_sha256
     first = _first_holding(log)
+    if first is not None and first.response_body is None:
+        if settle_interrupted_calls(rows=CallLog.objects.filter(pk=first.pk)):
+            first.refresh_from_db()
     log.idempotency_key = log.request_sha256 = ""
     if first is not None and first.request_sha256 != request_sha256:
         raise ProxyError(

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http import HTTPStatus
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from assistants.models import EndUser
 from assistants.resolution import Resolution, find, resolve_assistant
 from calls.bodies import normalize_call_body, parse_json_body
 from calls.db import release_db_connection, savepoint_if_nested, unique_row, update_row
-from calls.errors import ProxyError, short
+from calls.errors import ProxyError, error_body, short
 from calls.identity import Identity, check_claims
 from calls.limits import RUNNING, admit, limits_for, note_refusal, refusals_exceeded
 from calls.models import CallLog
@@ -339,6 +340,42 @@ def finish_call_log(log: CallLog, started: float | None, *, outcome: str, error:
         log.assistant_type or "-",
         error.detail,
     )
+
+
+INTERRUPTED = ProxyError(
+    504,
+    "upstream_outcome_unknown",
+    "The proxy stopped before Vapi answered; the call may have started. Check the Vapi dashboard "
+    "before you place it again.",
+    detail="Still pending after PENDING_CALL_TIMEOUT_SECONDS: the process stopped between writing this row "
+    "and hearing from Vapi.",
+)
+
+
+def settle_interrupted_calls(*, rows=None) -> int:
+    """Settles rows still pending long after any request could last: their process stopped (killed, crashed)
+    between writing the row and hearing from Vapi. A row holding an Idempotency-Key keeps the answer,
+    so a retry is told the outcome is unknown instead of 409 forever."""
+    cutoff = timezone.now() - timedelta(seconds=settings.PENDING_CALL_TIMEOUT_SECONDS)
+    rows = CallLog.objects.all() if rows is None else rows
+    settled = 0
+    for pk, request_id, idempotency_key in rows.filter(
+        outcome=CallLog.Outcome.PENDING, created_at__lt=cutoff
+    ).values_list("pk", "request_id", "idempotency_key"):
+        answer = None
+        if idempotency_key:
+            answer = {**error_body(INTERRUPTED.status, INTERRUPTED.code, INTERRUPTED.message), "requestId": request_id}
+        # Conditional on still pending: the request may have finished since the query above.
+        settled += CallLog.objects.filter(pk=pk, outcome=CallLog.Outcome.PENDING).update(
+            outcome=CallLog.Outcome.FAILED,
+            status_code=INTERRUPTED.status,
+            error_code=INTERRUPTED.code,
+            error_detail=INTERRUPTED.detail,
+            response_body=answer,
+        )
+    if settled:
+        logger.warning("settled %d call-log rows left pending by a stopped process", settled)
+    return settled
 
 
 def end_live_calls(*, user_id: str, vapi: VapiClient | None = None) -> dict:

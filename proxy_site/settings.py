@@ -263,6 +263,9 @@ CUSTOMER_BACKEND_TIMEOUT_SECONDS = env.float("CUSTOMER_BACKEND_TIMEOUT_SECONDS",
 CALL_LOG_RETENTION_DAYS = env.int("CALL_LOG_RETENTION_DAYS", default=90)
 WEBHOOK_MESSAGE_RETENTION_DAYS = env.int("WEBHOOK_MESSAGE_RETENTION_DAYS", default=30)
 STALE_CALL_MINUTES = env.int("STALE_CALL_MINUTES", default=60)
+# A call-log row still pending after this long was left by a process that stopped before Vapi
+# answered (longer than any request may last: VAPI_TIMEOUT_SECONDS, GUNICORN_TIMEOUT).
+PENDING_CALL_TIMEOUT_SECONDS = env.int("PENDING_CALL_TIMEOUT_SECONDS", default=300)
 
 # --- Who may start calls (README: "Identity") ------------------------------------------------
 # jwt (recommended), session (same-origin, the logged-in Django user) or open (trust the body's

@@ -885,6 +885,59 @@ def test_a_retry_while_the_first_is_with_vapi_gets_409(client, server_key, fake_
     assert len(fake_vapi.requests) == 1
 
 
+def _worker_killed_while_with_vapi(fake_vapi):
+    def killed(request):
+        request.read()
+        fake_vapi.requests.append(request)
+        raise KeyboardInterrupt  # like a SIGKILL: nothing in the proxy runs after it
+
+    use_vapi_transport(httpx.MockTransport(killed))
+
+
+def test_a_retry_soon_after_a_cut_off_request_gets_409(client, server_key, fake_vapi):
+    _worker_killed_while_with_vapi(fake_vapi)
+    with pytest.raises(KeyboardInterrupt):
+        place(client, key=server_key.key, HTTP_IDEMPOTENCY_KEY="order-42")
+    fake_vapi.reply(201, CALL)
+
+    retry = place(Client(), key=server_key.key, HTTP_IDEMPOTENCY_KEY="order-42")
+
+    assert retry.status_code == HTTPStatus.CONFLICT
+    assert CallLog.objects.filter(outcome="pending").count() == 1
+    assert len(fake_vapi.requests) == 1
+
+
+def test_a_retry_long_after_a_cut_off_request_is_told_the_outcome_is_unknown(client, server_key, fake_vapi, settings):
+    _worker_killed_while_with_vapi(fake_vapi)
+    with pytest.raises(KeyboardInterrupt):
+        place(client, key=server_key.key, HTTP_IDEMPOTENCY_KEY="order-42")
+    cut_off = CallLog.objects.get(outcome="pending")
+    CallLog.objects.filter(pk=cut_off.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.PENDING_CALL_TIMEOUT_SECONDS + 1)
+    )
+    fake_vapi.reply(201, CALL)
+
+    retry = place(Client(), key=server_key.key, HTTP_IDEMPOTENCY_KEY="order-42")
+
+    message = (
+        "The proxy stopped before Vapi answered; the call may have started. Check the Vapi dashboard "
+        "before you place it again."
+    )
+    expected = {**error_body(retry, 504, "upstream_outcome_unknown", message), "requestId": cut_off.request_id}
+    assert retry.status_code == HTTPStatus.GATEWAY_TIMEOUT
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.json() == expected
+    cut_off.refresh_from_db()
+    assert (cut_off.outcome, cut_off.status_code, cut_off.error_code, cut_off.response_body) == (
+        "failed",
+        504,
+        "upstream_outcome_unknown",
+        expected,
+    )
+    assert CallLog.objects.count() == 1  # a replay leaves no row of its own
+    assert len(fake_vapi.requests) == 1
+
+
 def test_a_refusal_that_loses_the_race_for_its_key_answers_as_the_winner_did(client, server_key, fake_vapi, monkeypatch):
     from calls import phone
 

@@ -1437,3 +1437,29 @@ def test_the_command_takes_a_threshold_and_a_limit(fake_vapi, db):
 
     assert out.getvalue() == "Checked 2 calls with Vapi: 2 ended, 0 still active, 0 could not be checked.\n"
     assert [r.url.path for r in fake_vapi.requests] == ["/call/call-2", "/call/call-1"]  # oldest first
+
+
+def test_the_command_settles_rows_left_pending_by_a_stopped_process(fake_vapi, db, settings):
+    settings.PENDING_CALL_TIMEOUT_SECONDS = 300
+    old_seconds = settings.PENDING_CALL_TIMEOUT_SECONDS + 5
+    cut_off = stale_row(call_id=None, outcome="pending", status_code=None, call_status="", minutes_ago=0)
+    in_flight = stale_row(call_id=None, outcome="pending", status_code=None, call_status="", minutes_ago=0)
+    CallLog.objects.filter(pk=cut_off.pk).update(created_at=timezone.now() - timedelta(seconds=old_seconds))
+    CallLog.objects.filter(pk=in_flight.pk).update(created_at=timezone.now() - timedelta(seconds=60))
+    out = StringIO()
+
+    call_command("complete_stale_calls", stdout=out)
+
+    assert out.getvalue() == (
+        "Settled 1 calls left pending by a process that stopped before Vapi answered.\n"
+        "Checked 0 calls with Vapi: 0 ended, 0 still active, 0 could not be checked.\n"
+    )
+    settled = CallLog.objects.values("outcome", "status_code", "error_code", "response_body")
+    assert settled.get(pk=cut_off.pk) == {
+        "outcome": "failed",
+        "status_code": 504,
+        "error_code": "upstream_outcome_unknown",
+        "response_body": None,
+    }
+    assert settled.get(pk=in_flight.pk)["outcome"] == "pending"
+    assert fake_vapi.requests == []
