@@ -19,6 +19,19 @@ def warn_if_unconfigured():
     """Called once when a server process loads the application (see proxy_site/wsgi.py)."""
     if not settings.VAPI_API_KEY:
         logger.warning("VAPI_API_KEY is not set: the proxy runs, but every call start answers 503.")
+    if not settings.DEBUG and not _static_files_collected():
+        logger.error(
+            "Static files are not collected in %s: the admin and /api/docs/ fail until "
+            "`manage.py collectstatic --noinput` runs (the API routes work).",
+            settings.STATIC_ROOT,
+        )
+
+
+def _static_files_collected() -> bool:
+    from django.contrib.staticfiles.storage import staticfiles_storage
+
+    manifest = getattr(staticfiles_storage, "manifest_name", None)
+    return manifest is None or staticfiles_storage.exists(manifest)
 
 
 def check_vapi_settings(app_configs, **kwargs):

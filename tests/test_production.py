@@ -92,3 +92,32 @@ def test_bin_serve_answers_and_shuts_down_gracefully(tmp_path):
     assert (insecure.status_code, insecure.headers["location"]) == (301, "https://proxy.example.com/")
     assert server.returncode == 0, output
     assert "production-test-key" not in output
+
+
+MANIFEST_STORAGE = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+
+def _server_start_errors(caplog) -> list[str]:
+    from calls.apps import warn_if_unconfigured
+
+    caplog.clear()
+    warn_if_unconfigured()
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_server_started_before_collectstatic_says_so(settings, caplog, tmp_path):
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path / "staticfiles"
+    settings.STORAGES = MANIFEST_STORAGE
+
+    assert _server_start_errors(caplog) == [
+        f"Static files are not collected in {tmp_path / 'staticfiles'}: the admin and /api/docs/ fail until "
+        "`manage.py collectstatic --noinput` runs (the API routes work)."
+    ]
+
+    (tmp_path / "staticfiles").mkdir()
+    (tmp_path / "staticfiles" / "staticfiles.json").write_text('{"paths": {}, "version": "1.1"}')
+    assert _server_start_errors(caplog) == []
