@@ -35,13 +35,16 @@ def _delete_in_batches(queryset) -> int:
 
 
 def forget_user(user_id: str) -> dict:
-    """Deletes everything stored about one userId: calls (with transcripts), their messages, mappings,
-    phone-caller entries and their limit overrides (unless they are blocked)."""
+    """Deletes everything stored about one userId: calls (with transcripts, including those logged under
+    their phone numbers), their messages, mappings, phone-caller entries and their limit overrides
+    (unless they are blocked)."""
     if not user_id or not user_id.strip():
         # "" is every row that names no user (refused requests, unknown callers), not a user.
         raise ValueError("Give a userId: an empty one would delete every call-log row that names no user.")
     with transaction.atomic():
-        calls = CallLog.objects.filter(user_id=user_id)
+        # Inbound calls from a number before staff knew it as this user's are logged under the number.
+        numbers = list(PhoneCaller.objects.filter(user_id=user_id).values_list("phone_number", flat=True))
+        calls = CallLog.objects.filter(user_id__in=[user_id, *numbers])
         counts = {
             "webhook messages": WebhookMessage.objects.filter(
                 Q(call_log__in=calls) | Q(vapi_call_id__in=calls.exclude(vapi_call_id=None).values("vapi_call_id"))

@@ -244,6 +244,20 @@ def test_forget_user_deletes_one_users_calls_messages_mappings_and_numbers(three
     }
 
 
+def test_forget_user_deletes_calls_logged_under_their_number_before_it_was_known(three_users):
+    early = call_log("bob-by-number", timedelta(days=3), user_id="+14155550102", vapi_call_id="call-bob-early")
+    message("bob-early-report", timedelta(days=3), call_log=early, call_id="call-bob-early")
+    call_log("unknown-caller", timedelta(days=3), user_id="+14155550199", vapi_call_id="call-unknown")
+
+    counts = forget_user("bob")
+
+    assert (counts["call log entries"], counts["webhook messages"]) == (3, 3)
+    assert everything()["call logs"] == [
+        "alice-call", "alice-refused", "carol-call", "carol-refused", "nobody-refused", "unknown-caller"
+    ]
+    assert "bob-early-report" not in everything()["messages"]
+
+
 def forget_command(*user_ids) -> str:
     out = io.StringIO()
     call_command("forget_user", *user_ids, stdout=out)
