@@ -6,6 +6,7 @@ no test can reach the real Vapi by accident. `fake_vapi.requests` holds what Vap
 """
 
 import json
+from http import HTTPStatus
 from pathlib import Path
 
 import httpx
@@ -147,3 +148,14 @@ def post_call(client, body, *, path="/call/web", content_type="application/json"
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.generic("POST", path, data=data, content_type=content_type, **headers)
 
+
+
+def error_body(response, status, code, message) -> dict:
+    """The proxy's one error shape, as `response` should carry it."""
+    return {
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+        "code": code,
+        "requestId": response["X-Request-ID"],
+    }

@@ -17,7 +17,7 @@ from django.urls import clear_url_caches
 import proxy_site.urls
 from calls.middleware import RequestIdLogFilter
 from calls.models import CallLog
-from tests.conftest import post_call
+from tests.conftest import error_body, post_call
 
 ORIGIN = "https://app.example.com"
 SDK_BODY = {"assistant": {"userId": "bob", "assistantType": "sales-coach"}}
@@ -172,13 +172,7 @@ def test_it_refuses_bodies_it_cannot_read(client, sales_coach, fake_vapi, conten
     response = client.generic("POST", "/call/web", data=body, CONTENT_TYPE=content_type, HTTP_ORIGIN=ORIGIN)
 
     assert response.status_code == status
-    assert response.json() == {
-        "statusCode": status,
-        "error": status.phrase,
-        "message": message,
-        "code": code,
-        "requestId": response["X-Request-ID"],
-    }
+    assert response.json() == error_body(response, status, code, message)
     assert _row(response) == ("rejected", status, None, code, message, "", "", None, ORIGIN, "127.0.0.1")
     assert fake_vapi.requests == []
 
@@ -642,11 +636,5 @@ def test_djangos_own_refusals_in_an_api_view_keep_their_status(client, db, monke
     response = client.get("/healthz")
 
     assert response.status_code == status
-    assert response.json() == {
-        "statusCode": status,
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-        "code": code,
-        "requestId": response["X-Request-ID"],
-    }
+    assert response.json() == error_body(response, status, code, message)
     assert b"row 42" not in response.content

@@ -17,7 +17,7 @@ from calls import limits, services
 from calls.errors import ProxyError
 from calls.limits import Limits, admit, limits_for
 from calls.models import AdmissionLock, CallLog
-from tests.conftest import load_fixture, post_call
+from tests.conftest import error_body, load_fixture, post_call
 
 NEW_YORK = ZoneInfo("America/New_York")
 WEBHOOK_SECRET = "limits-test-webhook-secret"
@@ -100,13 +100,7 @@ def assert_refused(
 ):
     """The client got the error shape with this code; the log has one rejected row; Vapi heard nothing."""
     assert response.status_code == status
-    assert response.json() == {
-        "statusCode": status,
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-        "code": code,
-        "requestId": response["X-Request-ID"],
-    }
+    assert response.json() == error_body(response, status, code, message)
     assert response.get("Retry-After") == retry_after
     assert the_row(response) == {
         "outcome": "rejected",

@@ -27,7 +27,7 @@ from assistants.models import Assistant, AssistantType, EndUser
 from calls.api_keys import issue_api_key
 from calls.models import ApiKey, CallLog
 from calls.vapi import use_vapi_transport
-from tests.conftest import PERMANENT_ID, TEST_VAPI_KEY, load_fixture, post_call
+from tests.conftest import PERMANENT_ID, TEST_VAPI_KEY, error_body, load_fixture, post_call
 
 PHONE_NUMBER_ID = "5f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 OTHER_PHONE_NUMBER_ID = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"
@@ -86,16 +86,6 @@ def place(client, body=BODY, *, key: str | None = None, path="/call", **headers)
     if key is not None:
         headers["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     return post_call(client, body, path=path, **headers)
-
-
-def error_body(response, status, code, message):
-    return {
-        "statusCode": status,
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-        "code": code,
-        "requestId": response["X-Request-ID"],
-    }
 
 
 def row(response) -> dict:

@@ -11,23 +11,13 @@ import jwt
 import pytest
 
 from calls.models import CallLog
-from tests.conftest import TEST_VAPI_KEY, load_fixture, post_call
+from tests.conftest import TEST_VAPI_KEY, error_body, load_fixture, post_call
 
 START = {"assistant": {"userId": "bob", "assistantType": "sales-coach"}}
 CALL_ID = "3f1c9a52-6a7e-4c1b-9d1e-0c2f5e8b7a11"
 ORIGIN = "https://app.example.com"
 CLIENT_TOKEN = "client-app-token-9f8e7d"
 JWT_KEY = "test-private-key-for-jwt-signing-not-real"
-
-
-def error_body(response, status, code, message):
-    return {
-        "statusCode": status,
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-        "code": code,
-        "requestId": response["X-Request-ID"],
-    }
 
 
 def row(response):
