@@ -33,10 +33,12 @@ class Identity:
     allowed_types: frozenset[str] | None = None  # None: any type the user is mapped to
 
 
-def mint_user_token(user_id: str, *, ttl_minutes: int, types: list[str] | None = None) -> str:
+def mint_user_token(
+    user_id: str, *, ttl_minutes: int, types: list[str] | None = None, issued_at: datetime | None = None
+) -> str:
     """A token for jwt mode signed with the first of PROXY_JWT_SECRETS, as a customer's backend
     mints them. For local testing only (manage.py mint_token, the /demo/ page)."""
-    now = datetime.now(tz=timezone.utc)
+    now = issued_at or datetime.now(tz=timezone.utc)
     claims = {"sub": user_id, "iat": now, "exp": now + timedelta(minutes=ttl_minutes)}
     if types is not None:
         claims[TYPES_CLAIM] = types

@@ -40,6 +40,8 @@ class CallWebView(APIView):
 class VapiWebhookView(APIView):
     """POST /webhooks/vapi: the server URL to paste into the Vapi dashboard."""
 
+    http_method_names = ["post"]  # Vapi only POSTs; no browser calls it, so no OPTIONS either
+
     @webhook_schema
     def post(self, request):
         try:
@@ -55,6 +57,14 @@ class VapiWebhookView(APIView):
             body=body, headers=request.headers, method=request.method, url=request.build_absolute_uri()
         )
         return JsonResponse(reply.body, status=reply.status)
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise ProxyError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; Vapi sends its messages with POST.",
+            headers={"Allow": "POST"},
+        )
 
 
 def _incoming(request, *, read_body: bool = True) -> Incoming:

@@ -474,6 +474,16 @@ def test_the_read_only_routes_refuse_post_with_a_json_405(client, path):
     assert response["Allow"] == "GET, HEAD"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_the_webhook_route_refuses_other_methods_with_a_json_405(client, db, method):
+    response = client.generic(method, "/webhooks/vapi")
+
+    message = f"{method} is not allowed here; Vapi sends its messages with POST."
+    assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    assert response.json() == error_body(response, 405, "method_not_allowed", message)
+    assert response["Allow"] == "POST"
+
+
 def test_the_admin_still_serves_html(client):
     response = client.get("/admin/login/")
 

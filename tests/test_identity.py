@@ -1032,6 +1032,19 @@ def test_mint_token_ttl_minutes_sets_the_lifetime(jwt_mode):
     assert claims["exp"] - claims["iat"] == 300
 
 
+def test_mint_token_expired_makes_a_token_the_proxy_refuses_as_expired(client, jwt_mode, sales_coach, fake_vapi):
+    token = mint_token("bob", "--expired")
+
+    response = post_call(client, START, **bearer(token))
+
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.json()["code"] == "token_expired"
+    assert fake_vapi.requests == []
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert (claims["sub"], claims["exp"] - claims["iat"]) == ("bob", 3600)
+    assert abs(claims["exp"] - (time.time() - 3600)) < 60
+
+
 def test_mint_token_types_limit_the_types(client, jwt_mode, sales_coach, fake_vapi):
     allowed = mint_token("bob", "--types", "sales-coach, support")
     other = mint_token("bob", "--types", "support")

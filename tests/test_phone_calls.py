@@ -25,6 +25,7 @@ from django.utils import timezone
 import proxy_site.urls
 from assistants.models import Assistant, AssistantType, EndUser
 from calls.api_keys import issue_api_key
+from calls.management.commands.issue_api_key import Command as IssueApiKey
 from calls.models import ApiKey, CallLog
 from calls.vapi import use_vapi_transport
 from tests.conftest import PERMANENT_ID, TEST_VAPI_KEY, error_body, load_fixture, post_call
@@ -1191,6 +1192,20 @@ def test_staff_revoke_keys_from_the_list(admin_client, client, server_key, fake_
     assert refused.status_code == HTTPStatus.UNAUTHORIZED
     assert refused.json()["message"] == "This API key has been revoked; ask staff for a new one."
     assert fake_vapi.requests == []
+
+
+def test_the_command_prints_no_deployment_warnings_around_the_key(sales_coach, settings):
+    settings.VAPI_API_KEY = ""  # a warning the system checks would print
+    out, err = io.StringIO(), io.StringIO()
+    # As manage.py runs it (call_command skips the system checks).
+    command = IssueApiKey(stdout=out, stderr=err)
+    options = command.create_parser("manage.py", "issue_api_key").parse_args(["--name", "CRM", "--types", "sales-coach"])
+
+    command.execute(**vars(options))
+
+    assert out.getvalue().startswith("vp_")
+    assert err.getvalue().startswith("Issued API key 'CRM'")
+    assert "VAPI_API_KEY" not in out.getvalue() + err.getvalue()
 
 
 def test_the_command_issues_a_key_and_prints_it_once(client, sales_coach, fake_vapi):

@@ -1,3 +1,5 @@
+from datetime import datetime, timedelta, timezone
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -23,8 +25,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--ttl-minutes", type=int, default=60, metavar="MINUTES", help="how long the token is valid (default 60)"
         )
+        parser.add_argument(
+            "--expired",
+            action="store_true",
+            help="a token that expired an hour ago (issued two hours ago, valid for 60 minutes), to see token_expired",
+        )
 
-    def handle(self, *args, user_id, types, ttl_minutes, **options):
+    def handle(self, *args, user_id, types, ttl_minutes, expired, **options):
         if not settings.PROXY_JWT_SECRETS:
             raise CommandError(
                 "PROXY_JWT_SECRETS is not set: put a secret of 32 or more characters in it (in .env), "
@@ -47,4 +54,8 @@ class Command(BaseCommand):
                 f"Note: PROXY_IDENTITY is {settings.PROXY_IDENTITY!r}, so the proxy does not read tokens; "
                 "set PROXY_IDENTITY=jwt to use this one."
             )
-        self.stdout.write(mint_user_token(user_id, ttl_minutes=ttl_minutes, types=names))
+        if expired:
+            ttl_minutes, issued_at = 60, datetime.now(tz=timezone.utc) - timedelta(hours=2)
+        else:
+            issued_at = None
+        self.stdout.write(mint_user_token(user_id, ttl_minutes=ttl_minutes, types=names, issued_at=issued_at))
