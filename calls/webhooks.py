@@ -249,19 +249,22 @@ def _answer_assistant_request(message: dict, call: dict, call_id: str, stored: W
     number = _text(phone.get("number"))
     route = PhoneRoute.find(phone_number_id=phone_number_id, number=number)
     caller = _customer_number(call) or _text(_dict(message.get("customer")).get("number"))
-    if route is None:
-        logger.warning("assistant-request for an unknown number (id=%s number=%s)", phone_number_id or "-", number or "-")
-        stored.note = "No phone route matches this number."
-        return {"error": _spoken(settings.PHONE_UNKNOWN_NUMBER_MESSAGE)}
-
     user_id = PhoneCaller.user_id_for(caller) or caller or "unknown-caller"
     log = CallLog(
         request_id=_request_id(),
         route="inbound",
         vapi_call_id=call_id or None,
         user_id=short(user_id, 255),
-        assistant_type=route.assistant_type.slug,
+        assistant_type=route.assistant_type.slug if route else "",
     )
+    if route is None:
+        logger.warning("assistant-request for an unknown number (id=%s number=%s)", phone_number_id or "-", number or "-")
+        stored.note = "No phone route matches this number."
+        detail = f"No active phone route for number {number or '-'} (Vapi id {phone_number_id or '-'})."
+        log.set_error(outcome=CallLog.Outcome.REJECTED, status=200, code="unknown_phone_number", detail=detail)
+        _save_inbound(log, stored)
+        return {"error": _spoken(settings.PHONE_UNKNOWN_NUMBER_MESSAGE)}
+
     try:
         resolution = resolve_assistant(
             user_id=user_id,

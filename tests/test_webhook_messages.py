@@ -953,13 +953,36 @@ def test_assistant_request_for_an_unknown_number_is_a_spoken_error(client, sales
     assert response.status_code == HTTPStatus.OK
     assert response.json() == {"error": settings.PHONE_UNKNOWN_NUMBER_MESSAGE}
     assert settings.PHONE_UNKNOWN_NUMBER_MESSAGE
+    row = CallLog.objects.get()
+    assert inbound_row() == (
+        "inbound",
+        "rejected",
+        200,
+        INBOUND_CALL_ID,
+        CALLER,
+        "",
+        None,
+        "unknown_phone_number",
+        f"No active phone route for number {FRONT_DESK} (Vapi id {PHONE_NUMBER_ID}).",
+    )
     assert stored_messages() == [
-        ("assistant-request", INBOUND_CALL_ID, None, response.json(), "No phone route matches this number.")
+        ("assistant-request", INBOUND_CALL_ID, row.pk, response.json(), "No phone route matches this number.")
     ]
     assert warnings_logged(caplog) == [
         f"assistant-request for an unknown number (id={PHONE_NUMBER_ID} number={FRONT_DESK})"
     ]
     assert fake_vapi.requests == []
+
+
+def test_the_end_of_a_call_to_an_unknown_number_completes_its_rejected_row(client, sales_coach):
+    post_webhook(client, vapi_message("assistant_request_inbound"))
+    ended = vapi_message("status_update_ended")
+    ended["message"]["call"]["id"] = INBOUND_CALL_ID
+
+    post_webhook(client, ended)
+
+    row = CallLog.objects.get()
+    assert (row.outcome, row.error_code, row.call_status) == ("rejected", "unknown_phone_number", "ended")
 
 
 def test_an_unmapped_caller_on_a_members_only_number_hears_the_routes_refusal(
