@@ -288,10 +288,9 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
         when(changed.history_date),
         "Changed",
         "staff",
-        "-",
         'Assistant config, firstMessage: "Hi {{customerName}}, ready to practise?" → "Hello {{customerName}}."',
     ]
-    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", "-", ""]
+    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", ""]
 
     follow(page, versions.nth(1).locator("a", has_text=when(created.history_date)))
     screenshot("older-version")
@@ -313,6 +312,11 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     coach.refresh_from_db()
     assert coach.config == CONFIG
     assert coach.history.count() == 3
+
+    follow(page, "a.historylink")
+    screenshot("history-after-restore")
+    restore = page.locator("#change-history tbody tr").nth(0)
+    assert cells(restore)[1:3] == [f"Restored the version of {when(created.history_date)}", "staff"]
 
 
 def cells(row) -> list[str]:
