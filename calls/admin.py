@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from calls.charts import bar_chart_svg
-from calls.models import CallLog, WebhookMessage
+from calls.models import CallLog, WebhookMessage, local_time
 from calls.redaction import redact
 from calls.retention import forget_user
 from calls.stats import daily_call_stats
@@ -75,7 +75,7 @@ def csv_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+        return local_time(value)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         # A cell starting like a formula would run as one in a spreadsheet; userIds come from clients.
         return "'" + value
@@ -138,10 +138,7 @@ class CallLogAdmin(ReadOnlyAdmin):
 
     @admin.display(description="time", ordering="created_at")
     def time(self, obj):
-        local = timezone.localtime(obj.created_at)  # the day above the time: narrow enough beside the filters
-        return format_html(
-            '<span class="nowrap">{}</span><br><span class="nowrap">{}</span>', f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}"
-        )
+        return format_html('<span class="nowrap">{}</span>', local_time(obj.created_at))
 
     @admin.display(description="type", ordering="assistant_type")
     def type(self, obj):

@@ -4,6 +4,11 @@ from django.utils import timezone
 from calls.errors import short
 
 
+def local_time(moment) -> str:
+    """A moment as the call log shows it to staff (list, page, CSV), in the deployment's time zone."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}"
+
+
 class CallLog(models.Model):
     """One row for every request that reaches a call route, accepted or refused."""
 
