@@ -90,6 +90,14 @@ def call_log_csv_rows(queryset):
         yield [csv_cell(value) for value in values]
 
 
+class AssistantFilter(admin.RelatedFieldListFilter):
+    """The choice for rows without an assistant in words, where the admin would show its blank mark "-"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.empty_value_display = "None (refused before one was chosen, or deleted)"
+
+
 @admin.register(CallLog)
 class CallLogAdmin(ReadOnlyAdmin):
     # What fits beside the filters on a laptop: the outcome carries the error code or Vapi's
@@ -97,7 +105,7 @@ class CallLogAdmin(ReadOnlyAdmin):
     list_display = ("time", "outcome_summary", "user_id", "type", "assistant_name", "duration", "cost_usd")
     list_filter = (
         "outcome",
-        "assistant",
+        ("assistant", AssistantFilter),
         ("assistant_type", admin.AllValuesFieldListFilter),
         "created_at",
         "route",

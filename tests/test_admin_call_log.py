@@ -210,6 +210,20 @@ def test_the_lists_outcome_column_carries_the_error_code_or_vapis_call_status(ad
     assertContains(response, '<span id="call-log-count">3 entries</span>', html=True)
 
 
+def test_the_assistant_filter_names_the_rows_without_an_assistant(admin_client, reported):
+    CallLog.objects.create(request_id="req-unmapped", user_id="dan", outcome="rejected", error_code="user_not_mapped")
+
+    response = admin_client.get(CHANGELIST)
+    without = admin_client.get(CHANGELIST, {"assistant__isnull": "True"})
+
+    assertContains(
+        response,
+        '<a href="?assistant__isnull=True">None (refused before one was chosen, or deleted)</a>',
+        html=True,
+    )
+    assert [log.request_id for log in without.context["cl"].result_list] == ["req-unmapped"]
+
+
 def test_staff_without_the_call_log_cannot_download_it(client, django_user_model, reported):
     clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
     client.force_login(clerk)
