@@ -82,7 +82,7 @@ class CallLog(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.user_id or '?'} {self.assistant_type or '?'} {self.outcome}"
+        return f"{local_time(self.created_at)} {self.user_id or '?'} {self.assistant_type or '?'} {self.outcome}"
 
     def set_error(self, *, outcome: str, status: int, code: str, detail: str) -> None:
         self.outcome = outcome

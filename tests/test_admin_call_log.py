@@ -162,6 +162,41 @@ def test_the_csv_shows_times_in_the_deployments_time_zone(admin_client, reported
     assert rows[1][0] == "2026-11-02 04:30:00"
 
 
+def test_the_list_and_a_rows_page_write_times_alike_in_the_deployments_time_zone(admin_client, reported, settings):
+    settings.TIME_ZONE = "America/New_York"
+    log = reported["created"]
+    log.started_at = utc(2026, 11, 2, 9, 30, 2)
+    log.ended_at = utc(2026, 11, 2, 9, 31, 24)
+    log.save()
+
+    listed = admin_client.get(CHANGELIST)
+    page = admin_client.get(f"/admin/calls/calllog/{log.pk}/change/")
+
+    assertContains(listed, '<span id="call-log-time-zone">times in America/New_York</span>', html=True)
+    assertContains(
+        listed,
+        f'<th class="field-time"><a href="/admin/calls/calllog/{log.pk}/change/">'
+        '<span class="nowrap">2026-11-02 04:30:00</span></a></th>',
+        html=True,
+    )
+    assertContains(page, "<h2>2026-11-02 04:30:00 alice sales-coach created</h2>", html=True)
+    for label, shown in (("Time", "04:30:00"), ("Call started", "04:30:02"), ("Call ended", "04:31:24")):
+        assertContains(
+            page,
+            f'<div class="flex-container"><label>{label} (America/New_York):</label>'
+            f'<div class="readonly"><span class="nowrap">2026-11-02 {shown}</span></div></div>',
+            html=True,
+        )
+
+
+def test_a_call_not_reported_yet_shows_its_start_and_end_as_a_dash(admin_client, reported):
+    page = admin_client.get(f"/admin/calls/calllog/{reported['rejected'].pk}/change/")
+
+    for label in ("Call started", "Call ended"):
+        shown = f'<div class="flex-container"><label>{label} (UTC):</label><div class="readonly">-</div></div>'
+        assertContains(page, shown, html=True)
+
+
 def test_a_user_id_that_looks_like_a_formula_is_kept_as_text(admin_client, db):
     CallLog.objects.create(request_id="req-evil", user_id='=HYPERLINK("https://evil.example")', outcome="rejected")
 
