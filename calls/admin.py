@@ -233,12 +233,20 @@ class CallLogAdmin(ReadOnlyAdmin):
         charts = [
             {
                 "title": title,
-                "svg": bar_chart_svg(chart_id=chart_id, title=title, days=days, values=values, unit=unit, color=color),
+                "svg": bar_chart_svg(
+                    chart_id=f"chart-{field}",
+                    title=title,
+                    days=days,
+                    values=[getattr(day, field) for day in stats],
+                    unit=unit,
+                    color=color,
+                    nothing=f"No {what} in the last 30 days",
+                ),
             }
-            for chart_id, title, values, unit, color in (
-                ("chart-calls", "Calls per day", [d.calls for d in stats], "", "#417690"),
-                ("chart-failures", "Failures per day (rejected or failed)", [d.failures for d in stats], "", "#ba2121"),
-                ("chart-cost", "Cost per day (USD)", [d.cost for d in stats], "$", "#79aec8"),
+            for field, title, unit, color, what in (
+                ("calls", "Calls per day", "", "#417690", "calls"),
+                ("failures", "Failures per day (rejected or failed)", "", "#ba2121", "failures"),
+                ("cost", "Cost per day (USD)", "$", "#79aec8", "cost reported"),
             )
         ]
         context = {

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -345,6 +346,22 @@ def test_the_charts_total_says_one_call_and_one_failure_in_the_singular(admin_cl
     response = admin_client.get("/admin/calls/calllog/charts/")
 
     assertContains(response, '<p id="chart-totals">In total: 1 call, 1 failure, $0.00.</p>', html=True)
+
+
+def chart(response, chart_id: str) -> str:
+    return re.search(rf'<svg id="{chart_id}".*?</svg>', response.content.decode(), re.S).group()
+
+
+def test_a_chart_of_nothing_but_zeros_says_there_is_nothing_instead_of_a_zero_scale(admin_client, db):
+    logged(timezone.now(), "created", None, "a")  # one call, no failure, no cost reported yet
+
+    response = admin_client.get("/admin/calls/calllog/charts/")
+
+    calls, failures, cost = (chart(response, f"chart-{name}") for name in ("calls", "failures", "cost"))
+    assert "No failures in the last 30 days" in failures
+    assert "No cost reported in the last 30 days" in cost
+    assert "$0.00</text>" not in cost and ">0</text>" not in cost and ">0</text>" not in failures
+    assert "No calls" not in calls and ">1</text>" in calls and ">0</text>" in calls  # a scale where there is something
 
 
 def test_the_charts_are_linked_from_the_admin_index(admin_client, db):

@@ -246,6 +246,7 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
         bar = page.locator(f"#chart-{chart} rect[data-day='{today.isoformat()}']")
         assert bar.locator("title").text_content() == f"{today:%a %d %b}: {value}"
     assert float(page.locator(f"#chart-calls rect[data-day='{today.isoformat()}']").get_attribute("height")) == 140
+    assert "No cost reported in the last 30 days" in page.locator("#chart-cost text").all_text_contents()
     assert page.locator(f"#chart-data tr[data-day='{today.isoformat()}'] td").all_inner_texts() == [
         date_format(today, "D d M Y"), "2", "1", "0.0000"
     ]
