@@ -53,6 +53,10 @@ class StaffHistoryContextHelper(HistoricalRecordContextHelper):
         return rows
 
 
+def saved_on(version) -> str:
+    return date_format(timezone.localtime(version.history_date), "DATETIME_FORMAT")
+
+
 def _only(delta, change):
     """`delta` with just one of its changes, for the library's own formatting of that change."""
     return dataclasses.replace(delta, changes=[change], changed_fields=[change.field])
@@ -71,6 +75,12 @@ class StaffHistoryAdmin(SimpleHistoryAdmin):
         request.staff_history_version = version
         return super().history_form_view(request, object_id, version_id, {**(extra_context or {}), "version": version})
 
+    def save_model(self, request, obj, form, change):
+        version = getattr(request, "staff_history_version", None)
+        if version is not None:
+            obj._change_reason = f"Restored the version of {saved_on(version)}"
+        super().save_model(request, obj, form, change)
+
     def history_form_view_title(self, request, obj):
         if self.revert_disabled(request, obj):
             return f"An older version of {obj}"
@@ -80,11 +90,10 @@ class StaffHistoryAdmin(SimpleHistoryAdmin):
         version = getattr(request, "staff_history_version", None)
         if version is None or request.method != "POST":
             return super().response_change(request, obj)
-        when = date_format(timezone.localtime(version.history_date), "DATETIME_FORMAT")
         self.message_user(
             request,
-            f"Restored “{obj}” to its version of {when}: the restore is the newest entry in its history, "
-            "so it can be undone the same way.",
+            f"Restored “{obj}” to its version of {saved_on(version)}: the restore is the newest entry in its "
+            "history, so it can be undone the same way.",
             messages.SUCCESS,
         )
         opts = self.model._meta

@@ -11,10 +11,11 @@ from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html
 
 from calls.charts import bar_chart_svg
-from calls.models import CallLog, WebhookMessage
+from calls.models import CallLog, WebhookMessage, local_time
 from calls.redaction import redact
 from calls.retention import forget_user
 from calls.stats import daily_call_stats
@@ -64,6 +65,24 @@ CSV_COLUMNS = (
 )
 
 
+def in_time_zone(label: str) -> str:
+    return f"{label} ({settings.TIME_ZONE})"
+
+
+in_zone = lazy(in_time_zone, str)  # for labels: the zone is read when a page is drawn, not at import
+
+
+def local_time_of(field_name: str, *, label: str):
+    """A column or read-only field: CallLog's `field_name` as local_time writes it."""
+
+    @admin.display(description=label, ordering=field_name)
+    def shown(self, obj):
+        value = getattr(obj, field_name)
+        return format_html('<span class="nowrap">{}</span>', local_time(value)) if value else "-"
+
+    return shown
+
+
 class _Echo:
     """A file for csv.writer that hands each written line back instead of keeping it."""
 
@@ -75,7 +94,7 @@ def csv_cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+        return local_time(value)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         # A cell starting like a formula would run as one in a spreadsheet; userIds come from clients.
         return "'" + value
@@ -84,10 +103,18 @@ def csv_cell(value) -> str:
 
 def call_log_csv_rows(queryset):
     """The header and then one row per call-log entry of `queryset`, in its order, as lists of text."""
-    yield [f"{header} ({settings.TIME_ZONE})" if field == "created_at" else header for header, field in CSV_COLUMNS]
+    yield [in_time_zone(header) if field == "created_at" else header for header, field in CSV_COLUMNS]
     fields = [field for _, field in CSV_COLUMNS]
     for values in queryset.values_list(*fields).iterator(chunk_size=2000):
         yield [csv_cell(value) for value in values]
+
+
+class AssistantFilter(admin.RelatedFieldListFilter):
+    """The choice for rows without an assistant in words, where the admin would show its blank mark "-"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.empty_value_display = "None (refused before one was chosen, or deleted)"
 
 
 @admin.register(CallLog)
@@ -97,7 +124,7 @@ class CallLogAdmin(ReadOnlyAdmin):
     list_display = ("time", "outcome_summary", "user_id", "type", "assistant_name", "duration", "cost_usd")
     list_filter = (
         "outcome",
-        "assistant",
+        ("assistant", AssistantFilter),
         ("assistant_type", admin.AllValuesFieldListFilter),
         "created_at",
         "route",
@@ -109,9 +136,11 @@ class CallLogAdmin(ReadOnlyAdmin):
     list_select_related = ("assistant",)
     date_hierarchy = "created_at"
     actions = ["forget_users"]
-    readonly_fields = ("cost_breakdown_view", "structured_data_view", "transcript_view")
+    readonly_fields = (
+        "time_in_zone", "call_started", "call_ended", "cost_breakdown_view", "structured_data_view", "transcript_view"
+    )
     fieldsets = (
-        (None, {"fields": ("created_at", "outcome", "user_id", "assistant_type", "assistant")}),
+        (None, {"fields": ("time_in_zone", "outcome", "user_id", "assistant_type", "assistant")}),
         ("Request", {"fields": ("request_id", "route", "origin", "client_ip")}),
         ("Answer", {"fields": ("status_code", "error_code", "error_detail", "latency_ms")}),
         ("Vapi", {"fields": ("upstream_status", "vapi_call_id", "call_status", "ended_reason")}),
@@ -121,8 +150,8 @@ class CallLogAdmin(ReadOnlyAdmin):
                 "description": "Filled in when Vapi reports the call's end (Vapi's server URL must point at "
                 "this proxy's /webhooks/vapi); empty until then.",
                 "fields": (
-                    "started_at",
-                    "ended_at",
+                    "call_started",
+                    "call_ended",
                     "duration_seconds",
                     "cost",
                     "cost_breakdown_view",
@@ -136,12 +165,11 @@ class CallLogAdmin(ReadOnlyAdmin):
         ),
     )
 
-    @admin.display(description="time", ordering="created_at")
-    def time(self, obj):
-        local = timezone.localtime(obj.created_at)  # the day above the time: narrow enough beside the filters
-        return format_html(
-            '<span class="nowrap">{}</span><br><span class="nowrap">{}</span>', f"{local:%Y-%m-%d}", f"{local:%H:%M:%S}"
-        )
+    # The list names the zone under the table: a long one in the column's header would widen the table.
+    time = local_time_of("created_at", label="time")
+    time_in_zone = local_time_of("created_at", label=in_zone("time"))
+    call_started = local_time_of("started_at", label=in_zone("call started"))
+    call_ended = local_time_of("ended_at", label=in_zone("call ended"))
 
     @admin.display(description="type", ordering="assistant_type")
     def type(self, obj):
@@ -205,12 +233,20 @@ class CallLogAdmin(ReadOnlyAdmin):
         charts = [
             {
                 "title": title,
-                "svg": bar_chart_svg(chart_id=chart_id, title=title, days=days, values=values, unit=unit, color=color),
+                "svg": bar_chart_svg(
+                    chart_id=f"chart-{field}",
+                    title=title,
+                    days=days,
+                    values=[getattr(day, field) for day in stats],
+                    unit=unit,
+                    color=color,
+                    nothing=f"No {what} in the last 30 days",
+                ),
             }
-            for chart_id, title, values, unit, color in (
-                ("chart-calls", "Calls per day", [d.calls for d in stats], "", "#417690"),
-                ("chart-failures", "Failures per day (rejected or failed)", [d.failures for d in stats], "", "#ba2121"),
-                ("chart-cost", "Cost per day (USD)", [d.cost for d in stats], "$", "#79aec8"),
+            for field, title, unit, color, what in (
+                ("calls", "Calls per day", "", "#417690", "calls"),
+                ("failures", "Failures per day (rejected or failed)", "", "#ba2121", "failures"),
+                ("cost", "Cost per day (USD)", "$", "#79aec8", "cost reported"),
             )
         ]
         context = {

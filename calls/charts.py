@@ -9,8 +9,11 @@ WIDTH, HEIGHT = 720, 180
 LEFT, RIGHT, TOP, BOTTOM = 56, 8, 12, 28
 
 
-def bar_chart_svg(*, chart_id: str, title: str, days: list[date], values: list, unit: str = "", color: str) -> str:
-    """One bar per day, the largest value at the top; each bar's tooltip says the day and the value."""
+def bar_chart_svg(
+    *, chart_id: str, title: str, days: list[date], values: list, unit: str = "", color: str, nothing: str
+) -> str:
+    """One bar per day, the largest value at the top; each bar's tooltip says the day and the value.
+    A chart of only zeros says `nothing` ("No calls in ...") where its scale would be."""
     plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_width / max(len(values), 1)
     top_value = max(values, default=0) or 1
@@ -43,14 +46,29 @@ def bar_chart_svg(*, chart_id: str, title: str, days: list[date], values: list, 
             if (len(days) - 1 - index) % 7 == 0
         ),
     )
+    if any(values):
+        scale = format_html(
+            '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">{}</text>'
+            '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">0</text>',
+            LEFT - 6,
+            TOP + 10,
+            format_value(max(values), unit),
+            LEFT - 6,
+            TOP + plot_height,
+        )
+    else:
+        scale = format_html(
+            '<text x="{}" y="{}" font-size="13" fill="currentColor" text-anchor="middle">{}</text>',
+            LEFT + plot_width / 2,
+            TOP + plot_height / 2,
+            nothing,
+        )
     return format_html(
         '<svg id="{}" role="img" aria-label="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
         'xmlns="http://www.w3.org/2000/svg" style="max-width: 100%; height: auto; font-family: sans-serif">'
         "<title>{}</title>"
         '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="currentColor" stroke-opacity="0.4"/>'
-        '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">{}</text>'
-        '<text x="{}" y="{}" font-size="11" fill="currentColor" text-anchor="end">0</text>'
-        "{}{}</svg>",
+        "{}{}{}</svg>",
         chart_id,
         title,
         WIDTH,
@@ -62,11 +80,7 @@ def bar_chart_svg(*, chart_id: str, title: str, days: list[date], values: list, 
         TOP + plot_height,
         WIDTH - RIGHT,
         TOP + plot_height,
-        LEFT - 6,
-        TOP + 10,
-        format_value(max(values, default=0), unit),
-        LEFT - 6,
-        TOP + plot_height,
+        scale,
         bar_marks,
         ticks,
     )

@@ -4,6 +4,11 @@ from django.utils import timezone
 from calls.errors import short
 
 
+def local_time(moment) -> str:
+    """A moment as the call log shows it to staff (list, page, CSV), in the deployment's time zone."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}"
+
+
 class CallLog(models.Model):
     """One row for every request that reaches a call route, accepted or refused."""
 
@@ -77,7 +82,7 @@ class CallLog(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.user_id or '?'} {self.assistant_type or '?'} {self.outcome}"
+        return f"{local_time(self.created_at)} {self.user_id or '?'} {self.assistant_type or '?'} {self.outcome}"
 
     def set_error(self, *, outcome: str, status: int, code: str, detail: str) -> None:
         self.outcome = outcome

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -162,6 +163,41 @@ def test_the_csv_shows_times_in_the_deployments_time_zone(admin_client, reported
     assert rows[1][0] == "2026-11-02 04:30:00"
 
 
+def test_the_list_and_a_rows_page_write_times_alike_in_the_deployments_time_zone(admin_client, reported, settings):
+    settings.TIME_ZONE = "America/New_York"
+    log = reported["created"]
+    log.started_at = utc(2026, 11, 2, 9, 30, 2)
+    log.ended_at = utc(2026, 11, 2, 9, 31, 24)
+    log.save()
+
+    listed = admin_client.get(CHANGELIST)
+    page = admin_client.get(f"/admin/calls/calllog/{log.pk}/change/")
+
+    assertContains(listed, '<span id="call-log-time-zone">times in America/New_York</span>', html=True)
+    assertContains(
+        listed,
+        f'<th class="field-time"><a href="/admin/calls/calllog/{log.pk}/change/">'
+        '<span class="nowrap">2026-11-02 04:30:00</span></a></th>',
+        html=True,
+    )
+    assertContains(page, "<h2>2026-11-02 04:30:00 alice sales-coach created</h2>", html=True)
+    for label, shown in (("Time", "04:30:00"), ("Call started", "04:30:02"), ("Call ended", "04:31:24")):
+        assertContains(
+            page,
+            f'<div class="flex-container"><label>{label} (America/New_York):</label>'
+            f'<div class="readonly"><span class="nowrap">2026-11-02 {shown}</span></div></div>',
+            html=True,
+        )
+
+
+def test_a_call_not_reported_yet_shows_its_start_and_end_as_a_dash(admin_client, reported):
+    page = admin_client.get(f"/admin/calls/calllog/{reported['rejected'].pk}/change/")
+
+    for label in ("Call started", "Call ended"):
+        shown = f'<div class="flex-container"><label>{label} (UTC):</label><div class="readonly">-</div></div>'
+        assertContains(page, shown, html=True)
+
+
 def test_a_user_id_that_looks_like_a_formula_is_kept_as_text(admin_client, db):
     CallLog.objects.create(request_id="req-evil", user_id='=HYPERLINK("https://evil.example")', outcome="rejected")
 
@@ -208,6 +244,20 @@ def test_the_lists_outcome_column_carries_the_error_code_or_vapis_call_status(ad
     }
     assertContains(response, '<td class="field-outcome_summary">Created, ended</td>', html=True)
     assertContains(response, '<span id="call-log-count">3 entries</span>', html=True)
+
+
+def test_the_assistant_filter_names_the_rows_without_an_assistant(admin_client, reported):
+    CallLog.objects.create(request_id="req-unmapped", user_id="dan", outcome="rejected", error_code="user_not_mapped")
+
+    response = admin_client.get(CHANGELIST)
+    without = admin_client.get(CHANGELIST, {"assistant__isnull": "True"})
+
+    assertContains(
+        response,
+        '<a href="?assistant__isnull=True">None (refused before one was chosen, or deleted)</a>',
+        html=True,
+    )
+    assert [log.request_id for log in without.context["cl"].result_list] == ["req-unmapped"]
 
 
 def test_staff_without_the_call_log_cannot_download_it(client, django_user_model, reported):
@@ -296,6 +346,22 @@ def test_the_charts_total_says_one_call_and_one_failure_in_the_singular(admin_cl
     response = admin_client.get("/admin/calls/calllog/charts/")
 
     assertContains(response, '<p id="chart-totals">In total: 1 call, 1 failure, $0.00.</p>', html=True)
+
+
+def chart(response, chart_id: str) -> str:
+    return re.search(rf'<svg id="{chart_id}".*?</svg>', response.content.decode(), re.S).group()
+
+
+def test_a_chart_of_nothing_but_zeros_says_there_is_nothing_instead_of_a_zero_scale(admin_client, db):
+    logged(timezone.now(), "created", None, "a")  # one call, no failure, no cost reported yet
+
+    response = admin_client.get("/admin/calls/calllog/charts/")
+
+    calls, failures, cost = (chart(response, f"chart-{name}") for name in ("calls", "failures", "cost"))
+    assert "No failures in the last 30 days" in failures
+    assert "No cost reported in the last 30 days" in cost
+    assert "$0.00</text>" not in cost and ">0</text>" not in cost and ">0</text>" not in failures
+    assert "No calls" not in calls and ">1</text>" in calls and ">0</text>" in calls  # a scale where there is something
 
 
 def test_the_charts_are_linked_from_the_admin_index(admin_client, db):

@@ -6,7 +6,7 @@ from http import HTTPStatus
 import pytest
 from django.utils import timezone
 from django.utils.formats import date_format
-from pytest_django.asserts import assertContains, assertRedirects
+from pytest_django.asserts import assertContains, assertNotContains, assertRedirects
 
 from assistants.models import Assistant
 from tests.test_admin import assistant_form, mapping_form
@@ -175,3 +175,25 @@ def test_an_import_from_vapi_is_in_the_history_with_who_ran_it(admin_client, fak
         ("Onboarding v2", "admin", "Name updated from Vapi"),
         ("Onboarding", "admin", "Imported from Vapi"),
     ]
+
+
+def test_the_history_says_a_restore_or_an_import_in_what_happened_and_has_no_empty_why_column(
+    admin_client, fake_vapi, edited_twice
+):
+    assistant, _ = edited_twice
+    first_edit = assistant.history.order_by("history_date")[1]
+    url = f"/admin/assistants/assistant/{assistant.pk}/history/{first_edit.history_id}/"
+    admin_client.post(url, form_data(admin_client.get(url).context["adminform"].form))
+    fake_vapi.reply(200, [vapi_assistant(ID_A, "Onboarding")])
+    admin_client.post("/admin/assistants/assistant/import-from-vapi/")
+    imported = Assistant.objects.get(vapi_assistant_id=ID_A)
+
+    restored_page = admin_client.get(f"/admin/assistants/assistant/{assistant.pk}/history/")
+    imported_page = admin_client.get(f"/admin/assistants/assistant/{imported.pk}/history/")
+
+    when = date_format(timezone.localtime(first_edit.history_date), "DATETIME_FORMAT")
+    assertContains(restored_page, f"<td>Restored the version of {when}</td>", count=1, html=True)
+    assertContains(restored_page, "<td>Changed</td>", count=2, html=True)
+    assertContains(imported_page, "<td>Imported from Vapi</td>", count=1, html=True)
+    for page in (restored_page, imported_page):
+        assertNotContains(page, '<th scope="col">Why</th>', html=True)

@@ -9,6 +9,8 @@ Each step saves a screenshot under test-artifacts/screenshots/test_staff/<test>/
 import csv
 import io
 import json
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -244,9 +246,35 @@ def test_staff_map_a_user_preview_the_call_and_find_it_in_the_call_log(
         bar = page.locator(f"#chart-{chart} rect[data-day='{today.isoformat()}']")
         assert bar.locator("title").text_content() == f"{today:%a %d %b}: {value}"
     assert float(page.locator(f"#chart-calls rect[data-day='{today.isoformat()}']").get_attribute("height")) == 140
+    assert "No cost reported in the last 30 days" in page.locator("#chart-cost text").all_text_contents()
     assert page.locator(f"#chart-data tr[data-day='{today.isoformat()}'] td").all_inner_texts() == [
         date_format(today, "D d M Y"), "2", "1", "0.0000"
     ]
+
+
+def test_the_call_log_time_fits_on_one_line(admin_page, live_server, coach, screenshot):
+    """On a laptop's 1280 px beside the filters, with the wide cells real rows bring."""
+    now = timezone.now()
+    CallLog.objects.create(
+        request_id="a", created_at=now, user_id="ana.lopez@example-company.com", assistant_type="renewals",
+        assistant=coach, outcome="created", call_status="ended", duration_seconds=754, cost=Decimal("1.4321"),
+    )
+    CallLog.objects.create(
+        request_id="b", created_at=now - timedelta(hours=5), user_id="7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        assistant_type="customer-support", outcome="rejected", error_code="variable_not_allowed",
+    )
+    CallLog.objects.create(
+        request_id="c", created_at=now - timedelta(days=1), user_id="bo-7", assistant_type="renewals",
+        assistant=coach, outcome="failed", error_code="upstream_timeout",
+    )
+
+    admin_page.goto(f"{live_server.url}/admin/calls/calllog/")
+    screenshot("call-log")
+
+    times = admin_page.locator("#result_list .field-time a")
+    assert times.count() == 3
+    assert times.evaluate_all("links => links.map(link => link.getClientRects().length)") == [1, 1, 1]
+    assert fits_beside_the_filters(admin_page)
 
 
 def row_cells(row) -> list[str]:
@@ -254,8 +282,8 @@ def row_cells(row) -> list[str]:
 
 
 def local_time(value) -> str:
-    """A time as the call log shows it: the day above the time."""
-    return timezone.localtime(value).strftime("%Y-%m-%d\n%H:%M:%S")
+    """A time as the call log shows it, on one line."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fits_beside_the_filters(page) -> bool:
@@ -288,10 +316,9 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
         when(changed.history_date),
         "Changed",
         "staff",
-        "-",
         'Assistant config, firstMessage: "Hi {{customerName}}, ready to practise?" → "Hello {{customerName}}."',
     ]
-    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", "-", ""]
+    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", ""]
 
     follow(page, versions.nth(1).locator("a", has_text=when(created.history_date)))
     screenshot("older-version")
@@ -313,6 +340,11 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     coach.refresh_from_db()
     assert coach.config == CONFIG
     assert coach.history.count() == 3
+
+    follow(page, "a.historylink")
+    screenshot("history-after-restore")
+    restore = page.locator("#change-history tbody tr").nth(0)
+    assert cells(restore)[1:3] == [f"Restored the version of {when(created.history_date)}", "staff"]
 
 
 def cells(row) -> list[str]:
