@@ -9,11 +9,11 @@ from django.db import models
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.text import capfirst
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
+
+from calls.models import local_time
 
 _NOT_SET = object()
 _SHOWN_CHARS = 120
@@ -54,7 +54,8 @@ class StaffHistoryContextHelper(HistoricalRecordContextHelper):
 
 
 def saved_on(version) -> str:
-    return date_format(timezone.localtime(version.history_date), "DATETIME_FORMAT")
+    # To the second, as the call log writes times: versions saved in one minute stay apart.
+    return local_time(version.history_date)
 
 
 def _only(delta, change):

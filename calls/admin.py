@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.html import format_html
 
-from calls.charts import bar_chart_svg
+from calls.charts import bar_chart_svg, money
 from calls.models import CallLog, WebhookMessage, local_time
 from calls.redaction import redact
 from calls.retention import forget_user
@@ -193,7 +193,8 @@ class CallLogAdmin(ReadOnlyAdmin):
         if obj.duration_seconds is None:
             return None  # shown as the admin's blank mark
         minutes, seconds = divmod(int(obj.duration_seconds + 0.5), 60)
-        return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+        text = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+        return format_html('<span class="nowrap">{}</span>', text)
 
     @admin.display(description="cost", ordering="cost")
     def cost_usd(self, obj):
@@ -259,7 +260,7 @@ class CallLogAdmin(ReadOnlyAdmin):
             "totals": {
                 "calls": sum(d.calls for d in stats),
                 "failures": sum(d.failures for d in stats),
-                "cost": sum((d.cost for d in stats), Decimal(0)),
+                "cost": money(sum((d.cost for d in stats), Decimal(0))),
             },
         }
         return TemplateResponse(request, "admin/calls/calllog/charts.html", context)

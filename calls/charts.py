@@ -88,5 +88,12 @@ def bar_chart_svg(
 
 def format_value(value, unit: str) -> str:
     if unit == "$":
-        return f"${Decimal(value):,.2f}"
+        return money(value)
     return f"{value:,}"
+
+
+def money(value) -> str:
+    """Dollars to the cent, or to a hundredth of a cent below one cent (a short test call), never "$0.00" for a cost."""
+    value = Decimal(value)
+    places = 4 if value and abs(value) < Decimal("0.01") else 2
+    return f"${value:,.{places}f}"

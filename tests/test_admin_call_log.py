@@ -225,7 +225,7 @@ def test_an_unknown_filter_in_the_csv_link_is_a_message_not_an_error(admin_clien
 def test_the_list_shows_duration_and_cost_readably_and_blanks_as_a_dash(admin_client, reported):
     response = admin_client.get(CHANGELIST)
 
-    assertContains(response, '<td class="field-duration">1 min 23 s</td>', html=True)
+    assertContains(response, '<td class="field-duration"><span class="nowrap">1 min 23 s</span></td>', html=True)
     assertContains(response, '<td class="field-cost_usd">$0.1234</td>', html=True)
     assertContains(response, '<td class="field-duration">-</td>', count=2, html=True)
     assertContains(response, '<td class="field-cost_usd">-</td>', count=2, html=True)
@@ -346,6 +346,17 @@ def test_the_charts_total_says_one_call_and_one_failure_in_the_singular(admin_cl
     response = admin_client.get("/admin/calls/calllog/charts/")
 
     assertContains(response, '<p id="chart-totals">In total: 1 call, 1 failure, $0.00.</p>', html=True)
+
+
+def test_a_cost_under_a_cent_is_shown_in_hundredths_of_a_cent_not_as_nothing(admin_client, db):
+    today = timezone.localdate()
+    logged(timezone.now(), "created", "0.0042", "a")
+
+    response = admin_client.get("/admin/calls/calllog/charts/")
+
+    assertContains(response, '<p id="chart-totals">In total: 1 call, 0 failures, $0.0042.</p>', html=True)
+    assertContains(response, f'data-day="{today.isoformat()}"><title>{today:%a %d %b}: $0.0042</title></rect>')
+    assert "$0.00</text>" not in chart(response, "chart-cost")
 
 
 def chart(response, chart_id: str) -> str:

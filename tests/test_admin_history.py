@@ -4,11 +4,10 @@ import json
 from http import HTTPStatus
 
 import pytest
-from django.utils import timezone
-from django.utils.formats import date_format
 from pytest_django.asserts import assertContains, assertNotContains, assertRedirects
 
 from assistants.models import Assistant
+from calls.models import local_time
 from tests.test_admin import assistant_form, mapping_form
 from tests.test_admin_import import ID_A, vapi_assistant
 
@@ -91,14 +90,14 @@ def test_an_older_version_is_shown_and_restoring_it_brings_its_config_back(admin
     form = shown.context["adminform"].form
     assert json.loads(form["config"].value()) == configs[1]
     assertContains(shown, "<h1>Restore an older version of Sales coach</h1>", html=True)
-    saved = date_format(timezone.localtime(oldest_change.history_date), "DATETIME_FORMAT")
+    saved = local_time(oldest_change.history_date)
     assertContains(shown, f"Saved on {saved} by admin: this is how “Sales coach” was then.")
     assertContains(shown, '<input type="submit" value="Restore this version" class="default" name="_save">', html=True)
 
     restored = admin_client.post(url, form_data(form), follow=True)
 
     assert restored.redirect_chain == [(f"/admin/assistants/assistant/{assistant.pk}/change/", HTTPStatus.FOUND)]
-    when = date_format(timezone.localtime(oldest_change.history_date), "DATETIME_FORMAT")
+    when = local_time(oldest_change.history_date)
     assert [str(m) for m in restored.context["messages"]] == [
         f"Restored “Sales coach” to its version of {when}: the restore is the newest entry in its history, "
         "so it can be undone the same way."
@@ -133,7 +132,7 @@ def test_the_history_says_which_settings_of_the_config_changed_in_json(admin_cli
     assertContains(
         response,
         f'<a href="/admin/assistants/assistant/{assistant.pk}/history/{version.history_id}/">'
-        f"{date_format(timezone.localtime(version.history_date), 'DATETIME_FORMAT')}</a>",
+        f"{local_time(version.history_date)}</a>",
         html=True,
     )
 
@@ -191,7 +190,7 @@ def test_the_history_says_a_restore_or_an_import_in_what_happened_and_has_no_emp
     restored_page = admin_client.get(f"/admin/assistants/assistant/{assistant.pk}/history/")
     imported_page = admin_client.get(f"/admin/assistants/assistant/{imported.pk}/history/")
 
-    when = date_format(timezone.localtime(first_edit.history_date), "DATETIME_FORMAT")
+    when = local_time(first_edit.history_date)
     assertContains(restored_page, f"<td>Restored the version of {when}</td>", count=1, html=True)
     assertContains(restored_page, "<td>Changed</td>", count=2, html=True)
     assertContains(imported_page, "<td>Imported from Vapi</td>", count=1, html=True)

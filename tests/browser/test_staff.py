@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from assistants.models import Assistant, UserMapping
-from calls.models import CallLog
+from calls.models import CallLog, local_time
 from tests.browser.test_sdk import APP_TOKEN, open_app, proxy_error, start
 from tests.vapi_standin import CALL, CLIENT_VIEW
 
@@ -281,11 +281,6 @@ def row_cells(row) -> list[str]:
     return [cell.strip() for cell in row.locator("th, td:not(.action-checkbox)").all_inner_texts()]
 
 
-def local_time(value) -> str:
-    """A time as the call log shows it, on one line."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def fits_beside_the_filters(page) -> bool:
     """The list's table is no wider than the space it has: no column hides behind a scroll bar."""
     return page.evaluate(
@@ -313,17 +308,17 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     assert versions.count() == 2
     created, changed = coach.history.order_by("history_date")
     assert cells(versions.nth(0)) == [
-        when(changed.history_date),
+        local_time(changed.history_date),
         "Changed",
         "staff",
         'Assistant config, firstMessage: "Hi {{customerName}}, ready to practise?" → "Hello {{customerName}}."',
     ]
-    assert cells(versions.nth(1)) == [when(created.history_date), "Created", "-", ""]
+    assert cells(versions.nth(1)) == [local_time(created.history_date), "Created", "-", ""]
 
-    follow(page, versions.nth(1).locator("a", has_text=when(created.history_date)))
+    follow(page, versions.nth(1).locator("a", has_text=local_time(created.history_date)))
     screenshot("older-version")
     assert page.inner_text("#version-intro") == (
-        f"Saved on {when(created.history_date)}: this is how “Renewals coach” was then. "
+        f"Saved on {local_time(created.history_date)}: this is how “Renewals coach” was then. "
         "Press Restore this version at the bottom to make it the current one again; you may change fields first. "
         "Its client variables are not part of the version and stay as they are now."
     )
@@ -333,7 +328,7 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     screenshot("restored")
     assert page.url == f"{live_server.url}/admin/assistants/assistant/{coach.pk}/change/"
     assert success_messages(page) == [
-        f"Restored “Renewals coach” to its version of {when(created.history_date)}: the restore is the newest "
+        f"Restored “Renewals coach” to its version of {local_time(created.history_date)}: the restore is the newest "
         "entry in its history, so it can be undone the same way."
     ]
     assert json.loads(page.input_value("#id_config")) == CONFIG
@@ -344,16 +339,12 @@ def test_staff_restore_an_older_config_from_the_history(admin_page, live_server,
     follow(page, "a.historylink")
     screenshot("history-after-restore")
     restore = page.locator("#change-history tbody tr").nth(0)
-    assert cells(restore)[1:3] == [f"Restored the version of {when(created.history_date)}", "staff"]
+    assert cells(restore)[1:3] == [f"Restored the version of {local_time(created.history_date)}", "staff"]
 
 
 def cells(row) -> list[str]:
     return [" ".join(cell.split()) for cell in row.locator("td").all_inner_texts()]
 
-
-def when(moment) -> str:
-    """A moment as the admin writes it."""
-    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
 
 
 def test_staff_import_assistants_from_vapi(admin_page, live_server, coach, standin_vapi, screenshot):
