@@ -117,6 +117,17 @@ class AssistantFilter(admin.RelatedFieldListFilter):
         self.empty_value_display = "None (refused before one was chosen, or deleted)"
 
 
+def blank_as(label: str) -> type[admin.AllValuesFieldListFilter]:
+    """A filter by a text field's values whose empty value reads `label` instead of an empty link."""
+
+    class BlankNamed(admin.AllValuesFieldListFilter):
+        def choices(self, changelist):
+            for choice in super().choices(changelist):
+                yield {**choice, "display": label} if choice["display"] == "" else choice
+
+    return BlankNamed
+
+
 @admin.register(CallLog)
 class CallLogAdmin(ReadOnlyAdmin):
     # What fits beside the filters on a laptop: the outcome carries the error code or Vapi's
@@ -125,11 +136,11 @@ class CallLogAdmin(ReadOnlyAdmin):
     list_filter = (
         "outcome",
         ("assistant", AssistantFilter),
-        ("assistant_type", admin.AllValuesFieldListFilter),
+        ("assistant_type", blank_as("None (refused before it was read)")),
         "created_at",
         "route",
-        "call_status",
-        "error_code",
+        ("call_status", blank_as("Not reported by Vapi")),
+        ("error_code", blank_as("None")),
     )
     search_fields = ("user_id", "vapi_call_id", "request_id")
     search_help_text = "Search by user id, Vapi call id, or the requestId from an error answer."

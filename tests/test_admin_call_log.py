@@ -260,6 +260,24 @@ def test_the_assistant_filter_names_the_rows_without_an_assistant(admin_client, 
     assert [log.request_id for log in without.context["cl"].result_list] == ["req-unmapped"]
 
 
+@pytest.mark.parametrize(
+    "field, label",
+    [
+        ("assistant_type", "None (refused before it was read)"),
+        ("call_status", "Not reported by Vapi"),
+        ("error_code", "None"),
+    ],
+)
+def test_the_text_filters_name_their_empty_value(admin_client, reported, field, label):
+    CallLog.objects.create(request_id="req-bare", outcome="rejected")
+
+    response = admin_client.get(CHANGELIST)
+    bare = admin_client.get(CHANGELIST, {field: ""})
+
+    assertContains(response, f'<a href="?{field}=">{label}</a>', html=True)
+    assert "req-bare" in [log.request_id for log in bare.context["cl"].result_list]
+
+
 def test_staff_without_the_call_log_cannot_download_it(client, django_user_model, reported):
     clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
     client.force_login(clerk)
