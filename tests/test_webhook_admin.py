@@ -353,7 +353,7 @@ def test_the_call_log_list_shows_status_duration_and_cost(admin_client, finished
 
     assert listed(response) == [finished_call]
     assertContains(response, '<td class="field-outcome_summary">Created, ended</td>', html=True)
-    assertContains(response, '<td class="field-duration">1 min 34 s</td>', html=True)
+    assertContains(response, '<td class="field-duration"><span class="nowrap">1 min 34 s</span></td>', html=True)
     assertContains(response, '<td class="field-cost_usd">$0.1234</td>', html=True)
 
 
