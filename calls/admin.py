@@ -310,14 +310,17 @@ class CallLogAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookMessage)
 class WebhookMessageAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "message_type", "vapi_call_id", "call_log", "note")
+    list_display = ("received", "message_type", "vapi_call_id", "call_log", "note")
     list_filter = ("message_type", "received_at")
     search_fields = ("vapi_call_id",)
     search_help_text = "Search by Vapi call id."
     date_hierarchy = "received_at"
     list_select_related = ("call_log",)
-    fields = ("received_at", "message_type", "vapi_call_id", "call_log", "note", "payload_view", "reply_view")
-    readonly_fields = ("payload_view", "reply_view")
+    fields = ("received_in_zone", "message_type", "vapi_call_id", "call_log", "note", "payload_view", "reply_view")
+    readonly_fields = ("received_in_zone", "payload_view", "reply_view")
+    # Written as the call log writes times.
+    received = local_time_of("received_at", label="received")
+    received_in_zone = local_time_of("received_at", label=in_zone("received"))
 
     @admin.display(description="message (credentials and live-call URLs redacted)")
     def payload_view(self, obj):

@@ -166,6 +166,19 @@ def test_the_message_list_shows_stored_messages_without_an_add_button(admin_clie
         assertNotContains(response, value)
 
 
+def test_a_messages_time_is_written_as_the_call_log_writes_times(admin_client, db, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    message = store(status_payload("call-1"), received_at=datetime(2026, 12, 1, 9, 0, 5, tzinfo=timezone.utc))
+
+    listing = admin_client.get("/admin/calls/webhookmessage/")
+    page = admin_client.get(f"/admin/calls/webhookmessage/{message.pk}/change/")
+
+    shown = '<span class="nowrap">2026-12-01 10:00:05</span>'
+    assertContains(listing, shown, html=True)
+    assertContains(page, shown, html=True)
+    assertContains(page, "Received (Europe/Berlin)")
+
+
 def test_a_message_is_shown_read_only_and_pretty_printed_with_secrets_redacted(admin_client, report):
     response = admin_client.get(f"/admin/calls/webhookmessage/{report.pk}/change/")
 
