@@ -53,11 +53,6 @@ class StaffHistoryContextHelper(HistoricalRecordContextHelper):
         return rows
 
 
-def saved_on(version) -> str:
-    # To the second, as the call log writes times: versions saved in one minute stay apart.
-    return local_time(version.history_date)
-
-
 def _only(delta, change):
     """`delta` with just one of its changes, for the library's own formatting of that change."""
     return dataclasses.replace(delta, changes=[change], changed_fields=[change.field])
@@ -79,7 +74,7 @@ class StaffHistoryAdmin(SimpleHistoryAdmin):
     def save_model(self, request, obj, form, change):
         version = getattr(request, "staff_history_version", None)
         if version is not None:
-            obj._change_reason = f"Restored the version of {saved_on(version)}"
+            obj._change_reason = f"Restored the version of {local_time(version.history_date)}"
         super().save_model(request, obj, form, change)
 
     def history_form_view_title(self, request, obj):
@@ -93,8 +88,8 @@ class StaffHistoryAdmin(SimpleHistoryAdmin):
             return super().response_change(request, obj)
         self.message_user(
             request,
-            f"Restored “{obj}” to its version of {saved_on(version)}: the restore is the newest entry in its "
-            "history, so it can be undone the same way.",
+            f"Restored “{obj}” to its version of {local_time(version.history_date)}: the restore is the newest "
+            "entry in its history, so it can be undone the same way.",
             messages.SUCCESS,
         )
         opts = self.model._meta

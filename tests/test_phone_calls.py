@@ -893,8 +893,11 @@ def test_a_retry_soon_after_a_cut_off_request_gets_409(client, server_key, fake_
 
     retry = place(Client(), key=server_key.key, HTTP_IDEMPOTENCY_KEY="order-42")
 
+    cut_off = CallLog.objects.get(outcome="pending")
+    message = "A request with this Idempotency-Key is still being handled; retry in a few seconds."
     assert retry.status_code == HTTPStatus.CONFLICT
-    assert CallLog.objects.filter(outcome="pending").count() == 1
+    assert retry.json() == error_body(retry, 409, "idempotency_in_progress", message)
+    assert (cut_off.status_code, cut_off.response_body, cut_off.idempotency_key) == (None, None, "order-42")
     assert len(fake_vapi.requests) == 1
 
 
